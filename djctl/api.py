@@ -1,0 +1,77 @@
+"""Process-wide state: the settings in force, the engine, and the schema check."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from . import config, migrations, store
+
+_ready: set[tuple[int, str]] = set()
+_lock = threading.Lock()
+_orm_sessions: dict[int, Session] = {}
+
+
+def configure(database_url: str | None = None, app: str | list[str] | None = None, **settings: Any) -> config.Settings:
+    """Set djctl's settings for this process; anything not given keeps its configured value.
+
+    Accepts every field of :class:`djctl.config.Settings` as a keyword.
+    """
+    flags = dict(settings, database_url=database_url, app=app)
+    base = config.load_settings()
+    merged = base.replace(**{k: config._coerce(k, v, k) if k != "database_url" else v
+                             for k, v in flags.items() if v is not None})
+    store.normalize_url(merged.database_url)
+    config.set_current(merged)
+    return merged
+
+
+def now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def utc_naive(when: datetime) -> datetime:
+    """``when`` as naive UTC, as the database stores it; a naive ``when`` is taken as UTC already."""
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when
+
+
+def engine(database_url: str | None = None) -> Engine:
+    """The engine for the configured database, its schema brought up to date on first use."""
+    url = database_url or config.current().database_url
+    eng = store.engine_for(url)
+    key = (os.getpid(), url)
+    if key not in _ready:
+        with _lock:
+            if key not in _ready:
+                if migrations.current_version(eng) < migrations.LATEST:
+                    migrations.upgrade(eng)
+                _ready.add(key)
+    return eng
+
+
+def orm_session() -> Session:
+    """The session jobs load database objects with (one per process, expired after each job)."""
+    session = _orm_sessions.get(os.getpid())
+    if session is None:
+        # Reads never take SQLite's write lock, and objects stay usable after the
+        # load's transaction ends (see payload._load_orm).
+        session = _orm_sessions[os.getpid()] = Session(
+            engine().execution_options(sqlite_read=True), expire_on_commit=False
+        )
+    return session
+
+
+def end_orm_session() -> None:
+    """Forget what the last job loaded, so the next one reads fresh rows."""
+    session = _orm_sessions.get(os.getpid())
+    if session is not None:
+        session.rollback()
+        session.expunge_all()

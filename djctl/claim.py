@@ -1,0 +1,325 @@
+"""The SQL that claims, completes, fails and releases jobs — per dialect where it must differ.
+
+Every method takes a connection inside a transaction the caller commits; each
+statement states what it guarantees. All times are naive UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from sqlalchemy import Connection, bindparam, text
+
+from .schema import Timestamp
+
+_COLUMNS = "id, handler, attempts, priority, run_at, queue, reoccur_in, cron"
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A row this worker holds the lock on; ``attempts`` already counts this run."""
+
+    id: int
+    handler: str
+    attempts: int
+    priority: int
+    run_at: datetime
+    queue: str | None
+    reoccur_in: int | None
+    cron: str | None
+
+    @property
+    def recurring(self) -> bool:
+        return self.reoccur_in is not None or self.cron is not None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which jobs a worker takes: named queues (None: every queue) and a priority range."""
+
+    queues: tuple[str, ...] | None = None
+    min_priority: int | None = None
+    max_priority: int | None = None
+
+    def sql(self) -> str:
+        parts = []
+        if self.queues is not None:
+            parts.append("AND queue IN :queues")
+        if self.min_priority is not None:
+            parts.append("AND priority >= :min_priority")
+        if self.max_priority is not None:
+            parts.append("AND priority <= :max_priority")
+        return " ".join(parts)
+
+    def params(self) -> dict:
+        out: dict = {}
+        if self.queues is not None:
+            out["queues"] = list(self.queues)
+        if self.min_priority is not None:
+            out["min_priority"] = self.min_priority
+        if self.max_priority is not None:
+            out["max_priority"] = self.max_priority
+        return out
+
+
+def _stmt(sql: str, *expanding: str):
+    stmt = text(sql).bindparams(
+        *(bindparam(n, expanding=True) for n in expanding),
+    )
+    binds = {name for name in ("now", "expired", "run_at", "failed_at") if f":{name}" in sql}
+    if binds:
+        stmt = stmt.bindparams(*(bindparam(n, type_=Timestamp) for n in binds))
+    if _COLUMNS in sql:
+        # Without a result type, SQLite hands back run_at as text; recurrence does arithmetic on it.
+        return stmt.columns(run_at=Timestamp)
+    return stmt
+
+
+def _rows(result) -> list[ClaimedJob]:
+    jobs = [ClaimedJob(*row) for row in result]
+    jobs.sort(key=lambda j: (j.priority, j.run_at, j.id))
+    return jobs
+
+
+class Claims:
+    """Claims and their outcomes for the worker named ``locked_by`` (``host:<h> pid:<p>``)."""
+
+    def __init__(self, dialect: str, locked_by: str, flt: Filter = Filter()):
+        self.dialect = dialect
+        self.locked_by = locked_by
+        self.filter = flt
+        where = (
+            "failed_at IS NULL AND locked_at IS NULL AND run_at <= :now " + flt.sql()
+        )
+        expanding = ("queues",) if flt.queues is not None else ()
+        set_lock = "locked_at = :now, locked_by = :me, attempts = attempts + 1, updated_at = :now"
+        if dialect == "postgresql":
+            self._claim = _stmt(
+                f"UPDATE delayed_jobs SET {set_lock} WHERE id IN ("
+                f"SELECT id FROM delayed_jobs WHERE {where} ORDER BY priority, run_at "
+                f"LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+                *expanding,
+            )
+            # One statement, so one round trip and one commit: finished jobs go as the
+            # next ones are claimed (the claim cannot see the deleted rows, which this
+            # worker holds anyway).
+            self._complete_and_claim = _stmt(
+                "WITH done AS (DELETE FROM delayed_jobs WHERE id IN :done AND locked_by = :me) "
+                f"UPDATE delayed_jobs SET {set_lock} WHERE id IN ("
+                f"SELECT id FROM delayed_jobs WHERE {where} ORDER BY priority, run_at "
+                f"LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+                "done",
+                *expanding,
+            )
+        elif dialect == "sqlite":
+            # The caller's transaction is BEGIN IMMEDIATE: no other writer can interleave.
+            self._claim = _stmt(
+                f"UPDATE delayed_jobs SET {set_lock} WHERE id IN ("
+                f"SELECT id FROM delayed_jobs WHERE {where} ORDER BY priority, run_at "
+                f"LIMIT :limit) RETURNING {_COLUMNS}",
+                *expanding,
+            )
+        else:
+            self._select = _stmt(
+                f"SELECT {_COLUMNS} FROM delayed_jobs WHERE {where} ORDER BY priority, run_at "
+                f"LIMIT :limit FOR UPDATE SKIP LOCKED",
+                *expanding,
+            )
+            self._lock = _stmt(f"UPDATE delayed_jobs SET {set_lock} WHERE id IN :ids", "ids")
+        self._delete = _stmt(
+            "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :me", "ids"
+        )
+        self._fail = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
+            "run_at = :run_at, failed_at = :failed_at, updated_at = :now "
+            "WHERE id = :id AND locked_by = :me"
+        )
+        self._destroy = _stmt("DELETE FROM delayed_jobs WHERE id = :id AND locked_by = :me")
+        self._reschedule = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, attempts = 0, "
+            "run_at = :run_at, last_run_at = :now, last_error = :error, updated_at = :now "
+            "WHERE id = :id AND locked_by = :me"
+        )
+        self._release = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
+            "WHERE id IN :ids AND locked_by = :me",
+            "ids",
+        )
+        renew = "UPDATE delayed_jobs SET locked_at = :now WHERE id IN :ids AND locked_by = :me"
+        if dialect in ("postgresql", "sqlite"):
+            self._renew = _stmt(renew + " RETURNING id", "ids")
+        else:
+            self._held = _stmt("SELECT id FROM delayed_jobs WHERE id IN :ids AND locked_by = :me FOR UPDATE", "ids")
+            self._renew = _stmt(renew, "ids")
+
+    def claim(self, conn: Connection, limit: int, now: datetime, complete: Sequence[int] = ()) -> list[ClaimedJob]:
+        """Lock up to ``limit`` ready jobs for this worker, counting an attempt on each.
+
+        Ready: run_at <= now, not failed, not locked. Highest priority (lowest number)
+        first, then oldest run_at. Two workers never get the same row. The finished
+        jobs ``complete`` are deleted first, as by :meth:`complete`.
+        """
+        params = {"now": now, "me": self.locked_by, "limit": limit, **self.filter.params()}
+        if complete and self.dialect == "postgresql":
+            return _rows(conn.execute(self._complete_and_claim, {**params, "done": list(complete)}))
+        self.complete(conn, complete)
+        if self.dialect in ("postgresql", "sqlite"):
+            return _rows(conn.execute(self._claim, params))
+        jobs = _rows(conn.execute(self._select, params))
+        if jobs:
+            conn.execute(self._lock, {"ids": [j.id for j in jobs], "now": now, "me": self.locked_by})
+            jobs = [
+                ClaimedJob(j.id, j.handler, j.attempts + 1, j.priority, j.run_at, j.queue, j.reoccur_in, j.cron)
+                for j in jobs
+            ]
+        return jobs
+
+    def complete(self, conn: Connection, ids: Sequence[int]) -> int:
+        """Delete finished jobs that this worker still holds; returns how many it deleted."""
+        if not ids:
+            return 0
+        return conn.execute(self._delete, {"ids": list(ids), "me": self.locked_by}).rowcount
+
+    def fail(
+        self,
+        conn: Connection,
+        job_id: int,
+        error: str,
+        now: datetime,
+        retry_at: datetime | None,
+        destroy: bool = False,
+    ) -> bool:
+        """Record a failed run: reschedule at ``retry_at``, or mark failed (or delete) when it is None.
+
+        Changes nothing unless this worker still holds the job.
+        """
+        if retry_at is None and destroy:
+            return conn.execute(self._destroy, {"id": job_id, "me": self.locked_by}).rowcount == 1
+        params = {
+            "id": job_id,
+            "me": self.locked_by,
+            "error": error,
+            "now": now,
+            "run_at": retry_at if retry_at is not None else now,
+            "failed_at": None if retry_at is not None else now,
+        }
+        return conn.execute(self._fail, params).rowcount == 1
+
+    def reschedule(
+        self, conn: Connection, job_id: int, next_run: datetime, now: datetime, error: str | None
+    ) -> bool:
+        """A recurring job's run is over (well or not): unlock it for its next period."""
+        params = {"id": job_id, "me": self.locked_by, "run_at": next_run, "now": now, "error": error}
+        return conn.execute(self._reschedule, params).rowcount == 1
+
+    def release(self, conn: Connection, ids: Sequence[int], now: datetime) -> int:
+        """Give back claimed jobs that never started, taking back the attempt the claim counted."""
+        if not ids:
+            return 0
+        return conn.execute(self._release, {"ids": list(ids), "me": self.locked_by, "now": now}).rowcount
+
+    def renew(self, conn: Connection, ids: Sequence[int], now: datetime) -> set[int]:
+        """Renew the claim on jobs this worker holds but has not started; returns those still held.
+
+        A job waiting in the worker's read-ahead must not look abandoned (locked longer
+        ago than max_run_time) to other workers; one no longer held must not be started.
+        """
+        if not ids:
+            return set()
+        if self.dialect in ("postgresql", "sqlite"):
+            return set(conn.scalars(self._renew, {"ids": list(ids), "me": self.locked_by, "now": now}))
+        held = set(conn.scalars(self._held, {"ids": list(ids), "me": self.locked_by}))
+        if held:
+            conn.execute(self._renew, {"ids": list(held), "me": self.locked_by, "now": now})
+        return held
+
+
+_release_dead = _stmt(
+    "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
+    "failed_at = CASE WHEN attempts >= :max_attempts AND reoccur_in IS NULL AND cron IS NULL THEN :now "
+    "ELSE NULL END, updated_at = :now "
+    "WHERE locked_by IN :names AND failed_at IS NULL",
+    "names",
+)
+_release_expired = _stmt(
+    "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
+    "last_error = 'claim expired after max_run_time; its worker is presumed dead', "
+    "failed_at = CASE WHEN attempts >= :max_attempts AND reoccur_in IS NULL AND cron IS NULL THEN :now "
+    "ELSE NULL END, updated_at = :now "
+    "WHERE locked_at < :expired AND failed_at IS NULL"
+)
+
+
+def release_dead(
+    conn: Connection, names: Sequence[str], error: str, now: datetime, max_attempts: int
+) -> int:
+    """Release every claim held by the dead workers ``names``; the attempt stays counted.
+
+    A job that has used up its attempts this way is marked failed rather than released,
+    so a job that kills its worker every time ends failed instead of looping. A recurring
+    job never ends failed: its attempts stay counted, so the next claim finds them spent,
+    and the worker gives up that period and reschedules it for the next one.
+    """
+    if not names:
+        return 0
+    for name in names:
+        _settle_journaled(conn, name, now)
+    params = {"names": list(names), "error": error, "now": now, "max_attempts": max_attempts}
+    return conn.execute(_release_dead, params).rowcount
+
+
+_delete_journaled = _stmt(
+    "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :name AND reoccur_in IS NULL AND cron IS NULL",
+    "ids",
+)
+_refund_unstarted = (
+    "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
+    "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
+    "WHERE locked_by = :name AND failed_at IS NULL"
+)
+_refund_all = _stmt(_refund_unstarted)
+_refund_but = _stmt(_refund_unstarted + " AND id NOT IN :started", "started")
+
+
+def _settle_journaled(conn: Connection, name: str, now: datetime) -> None:
+    """For a dead worker of this host, from its journal (see journal.py): delete the jobs it
+    finished but had not recorded, and give back, attempt and all, those it never started."""
+    from . import journal
+
+    host, _, pid = name.partition(" pid:")
+    if host != f"host:{hostname()}" or not pid.isdigit():
+        return
+    file = journal.path(conn.engine.url, int(pid))
+    entries = journal.read(file)
+    if entries is None:
+        return
+    started, finished = entries
+    for start in range(0, len(finished), 500):
+        conn.execute(_delete_journaled, {"ids": finished[start:start + 500], "name": name})
+    if started:
+        conn.execute(_refund_but, {"name": name, "now": now, "started": sorted(started)})
+    else:
+        conn.execute(_refund_all, {"name": name, "now": now})
+    journal.discard(file)
+
+
+def release_expired(conn: Connection, max_run_time: timedelta, now: datetime, max_attempts: int) -> int:
+    """Release claims older than ``max_run_time``: their holder cannot still be running them."""
+    params = {"expired": now - max_run_time, "now": now, "max_attempts": max_attempts}
+    return conn.execute(_release_expired, params).rowcount
+
+
+def hostname() -> str:
+    """This host's name in ``locked_by``: ``DJ_HOSTNAME`` when set (supervisors and their
+    workers agree on it), else the system's host name."""
+    return os.environ.get("DJ_HOSTNAME") or socket.gethostname()
+
+
+def worker_name(host: str, pid: int) -> str:
+    """The ``locked_by`` of a worker: ``host:<hostname> pid:<pid>``, as delayed_job writes it."""
+    return f"host:{host} pid:{pid}"

@@ -1,0 +1,1 @@
+"""The supervisor wing: what should run (formation), running it, and its log."""

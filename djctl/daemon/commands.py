@@ -1,0 +1,332 @@
+"""``djctl up | down | scale | ps | restart | logs``: thin calls into the supervisor wing.
+
+Usage errors exit 2, other failures 1, each with one line on stderr (see cli.Failure).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import click
+
+from .. import claim, cli, config, store
+from . import render
+from .control import Client, ControlError, NotRunning
+from .formation import (
+    FormationStore,
+    ProcfileError,
+    ScaleError,
+    StateFileError,
+    load_process_types,
+    parse_scale,
+)
+from .paths import Paths, StateDirError, ensure_private_dir
+from .pidfile import AlreadyRunning, PidFile, PidFileError
+from .render import ProcessInfo, State
+
+# After a stop request, how long `down` waits beyond the grace period.
+_DOWN_MARGIN = 30.0
+# Per process, how long `restart` waits beyond the grace period before it stops watching.
+_RESTART_MARGIN = 30.0
+
+
+def _setup(ctx: click.Context, create: bool = False) -> tuple[config.Settings, Paths]:
+    """Settings and paths; with ``create``, the state directory made (or checked) owner-only."""
+    s = cli.settings(ctx)
+    if create:
+        try:
+            ensure_private_dir(s.state_dir)
+        except StateDirError as e:
+            raise cli.Failure(str(e)) from None
+    return s, Paths(s.state_dir)
+
+
+def _types(cwd: Path) -> dict[str, str]:
+    try:
+        return load_process_types(cwd)
+    except ProcfileError as e:
+        raise cli.Failure(str(e)) from None
+
+
+def _saved(paths: Paths, types: dict[str, str]) -> dict[str, int]:
+    """The saved formation over ``types``; nothing saved: one of ``worker`` (or of the first type)."""
+    try:
+        saved = FormationStore(paths.formation).load()
+    except StateFileError as e:
+        raise cli.Failure(str(e)) from None
+    if saved is None:
+        first = "worker" if "worker" in types else next(iter(types))
+        return {name: int(name == first) for name in types}
+    return {name: saved.get(name, 0) for name in types}
+
+
+def _running(paths: Paths) -> int | None:
+    try:
+        return PidFile(paths.pid).running()
+    except PidFileError as e:
+        raise cli.Failure(str(e)) from None
+
+
+def _request(paths: Paths, cmd: str, **args) -> dict:
+    try:
+        return Client(paths.state_dir).request(cmd, **args)
+    except NotRunning:
+        raise cli.Failure(render.not_running()) from None
+    except ControlError as e:
+        raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
+
+
+@click.command()
+@click.option("--formation", "formation_args", multiple=True, metavar="TYPE=N",
+              help="Processes to run: worker=2, or \"worker=2 mail=1\" (else the saved formation, else worker=1).")
+@click.option("--foreground", is_flag=True, help="Run the supervisor attached to this terminal (systemd, containers).")
+@click.option("--reload", "reload_", is_flag=True, help="Restart processes one by one when *.py files here change.")
+@click.pass_context
+def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
+    """Start the supervisor and the formation; return once they are up."""
+    from .launch import LaunchError, Plan, run_supervisor, start_daemon
+    from .supervisor import Policy
+
+    s, paths = _setup(ctx, create=True)
+    try:
+        policy = Policy.from_env(os.environ, s.grace_period)
+    except config.ConfigError as e:
+        raise cli.UsageFailure(str(e)) from None
+    cwd = Path.cwd()
+    types = _types(cwd)
+    pid = _running(paths)
+    if pid is not None:
+        if formation_args:
+            raise cli.Failure(render.already_running(pid if pid > 0 else None) + "; change it with djctl scale")
+        click.echo(render.already_running(pid if pid > 0 else None))
+        return
+    formation = _saved(paths, types)
+    if formation_args:
+        try:
+            formation = parse_scale(list(formation_args), formation, list(types))
+        except ScaleError as e:
+            raise cli.UsageFailure(str(e)) from None
+    cli.connect(s)
+    # The daemon closes inherited descriptors; pooled connections must not be among them.
+    store.engine_for(s.database_url).dispose()
+    flags = ctx.find_root().obj or {}
+    extra_env = {var: flags[key] for key, var in (("database_url", "DJ_DATABASE_URL"), ("app", "DJ_APP"))
+                 if flags.get(key)}
+    umask = os.umask(0o077)
+    os.umask(umask)
+    plan = Plan(s, cwd, types, formation, policy, claim.hostname(), extra_env, reload_, umask)
+    try:
+        if foreground:
+            def started(processes: list[ProcessInfo]) -> None:
+                click.echo(render.started(os.getpid(), formation))
+            run_supervisor(plan, lambda _pid: None, started, echo=sys.stdout)
+            return
+        pid, processes = start_daemon(plan)
+    except AlreadyRunning as e:
+        click.echo(render.already_running(e.pid))
+        return
+    except (PidFileError, LaunchError) as e:
+        raise cli.Failure(str(e)) from None
+    except KeyboardInterrupt:
+        raise cli.Failure("interrupted; the supervisor may still be starting (see djctl ps)") from None
+    click.echo(render.started(pid, formation))
+    for p in processes:
+        if p.state is State.CRASHED:
+            click.echo(f"{p.name} crashed; see djctl logs -p {p.name}", err=True)
+
+
+@click.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop the processes gracefully (SIGTERM, then SIGKILL after the grace period) and the supervisor."""
+    s, paths = _setup(ctx)
+    pid = _running(paths)
+    if pid is None:
+        click.echo("djctl is not running.")
+        return
+    try:
+        pid = Client(paths.state_dir).request("stop")["pid"]
+    except NotRunning:
+        if pid > 0:  # alive but without its socket: a signal asks the same
+            os.kill(pid, signal.SIGTERM)
+    except ControlError as e:
+        raise cli.Failure(str(e)) from None
+    click.echo(f"Stopping djctl supervisor (pid {pid})... ", nl=False)
+    deadline = time.monotonic() + s.grace_period + _DOWN_MARGIN
+    # The pid file is let go just before the process ends: wait for both.
+    while _running(paths) is not None or (pid > 0 and _alive(pid)):
+        if time.monotonic() > deadline:
+            click.echo("still stopping")
+            raise cli.Failure(f"the supervisor (pid {pid}) has not stopped yet; see djctl logs")
+        time.sleep(0.02)
+    click.echo("done")
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@click.command()
+@click.argument("args", nargs=-1)
+@click.pass_context
+def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Set how many processes of each type run: worker=2 mail=1, worker+1, worker-1.
+    Without arguments, print the formation."""
+    s, paths = _setup(ctx)
+    running = _running(paths) is not None
+    if not args:
+        if running:
+            formation = _request(paths, "ps")["formation"]
+        else:
+            formation = _saved(paths, _types(Path.cwd()))
+        click.echo(render.formation_text(formation))
+        return
+    if running:
+        reply = _request(paths, "scale", args=list(args))
+        formation = reply["formation"]
+        click.echo(render.scale_message(_named(args, formation), formation))
+        return
+    types = _types(Path.cwd())
+    try:
+        formation = parse_scale(list(args), _saved(paths, types), list(types))
+    except ScaleError as e:
+        raise cli.UsageFailure(str(e)) from None
+    _setup(ctx, create=True)
+    FormationStore(paths.formation).save(formation)
+    click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")
+
+
+@click.command()
+@click.argument("type_name", metavar="[TYPE]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of processes.")
+@click.option("--all-hosts", is_flag=True, help="Every host's processes, from the database.")
+@click.pass_context
+def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool) -> None:
+    """The processes and their states."""
+    s, paths = _setup(ctx)
+    now = datetime.now(timezone.utc)
+    if all_hosts:
+        from .registry import list_processes
+
+        processes = [p for p in list_processes(cli.connect(s)) if type_name in (None, p.type)]
+        if as_json:
+            click.echo(render.ps_json(processes))
+        else:
+            click.echo(render.ps_all_hosts_text(processes, now, s.heartbeat_timeout) or "No processes.")
+        return
+    reply = _request(paths, "ps")
+    types = reply["types"]
+    if type_name is not None and type_name not in types:
+        raise cli.UsageFailure(f"unknown process type {type_name!r}; known types: {', '.join(types)}")
+    processes = [ProcessInfo.from_dict(p) for p in reply["processes"]]
+    if as_json:
+        click.echo(render.ps_json(processes, type_name))
+    else:
+        click.echo(render.ps_text(processes, types, now, type_name) or "No processes running.")
+
+
+@click.command()
+@click.option("-p", "--type", "type_name", metavar="TYPE", help="Restart the processes of this type.")
+@click.option("-d", "--process", "process", metavar="NAME", help="Restart this process (worker.1).")
+@click.pass_context
+def restart(ctx: click.Context, type_name: str | None, process: str | None) -> None:
+    """Restart processes one by one, gracefully: all of them, a type, or one."""
+    if type_name and process:
+        raise cli.UsageFailure("give -p TYPE or -d NAME, not both")
+    s, paths = _setup(ctx)
+    target = type_name or process
+    names = _request(paths, "restart", target=target)["restarting"]
+    deadline = time.monotonic() + len(names) * (s.grace_period + _RESTART_MARGIN)
+    finished = False
+    while time.monotonic() < deadline:
+        try:
+            reply = Client(paths.state_dir).request("ps")
+        except (NotRunning, ControlError):
+            break
+        if not set(names) & set(reply.get("restarting", [])):
+            finished = True
+            break
+        time.sleep(0.05)
+    click.echo(render.restart_message(target, finished))
+
+
+@click.command()
+@click.option("-n", "--num", "num", type=click.IntRange(min=0), default=100, show_default=True,
+              help="How many lines to show.")
+@click.option("-t", "--tail", "follow_", is_flag=True, help="Keep printing lines as they are written.")
+@click.option("-p", "--ps", "proc", metavar="TYPE|NAME", help="Only this type (worker) or process (worker.1).")
+@click.option("-d", "--dyno", "process", metavar="NAME", help="Only this process (worker.1).")
+@click.option("-s", "--source", type=click.Choice(["app", "djctl"]), help="Only process output (app) or supervisor events (djctl).")
+@click.pass_context
+def logs(ctx: click.Context, num: int, follow_: bool, proc: str | None, process: str | None, source: str | None) -> None:
+    """Print the log: process output and supervisor events, Heroku's format."""
+    from .logs import LogFilter, follow, tail
+
+    if proc and process and proc != process:
+        raise cli.UsageFailure("give -p or -d, not both")
+    try:
+        flt = LogFilter(proc=proc or process, source=source)
+    except ValueError as e:
+        raise cli.UsageFailure(str(e)) from None
+    s = cli.settings(ctx)
+    path = Paths(s.state_dir).log
+    try:
+        if follow_:
+            _print(follow(path, flt, num), flush_each=True)
+        else:
+            _print(tail(path, num, flt), flush_each=False)
+    except FileNotFoundError as e:
+        raise cli.Failure(str(e)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _print(lines: Iterable[str], flush_each: bool) -> None:
+    """Write lines to stdout; a reader that went away (``| head``) ends us quietly."""
+    out = sys.stdout
+    try:
+        for line in lines:
+            out.write(line + "\n")
+            if flush_each:
+                out.flush()
+        out.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush cannot complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+        sys.exit(0)
+
+
+def _named(args: Iterable[str], formation: dict[str, int]) -> list[str]:
+    """The types the scale arguments named, in their order (longest match: mail-out-1
+    names mail-out)."""
+    named: list[str] = []
+    for token in (t for arg in args for t in arg.split()):
+        matches = [t for t in formation if token.startswith(t) and token[len(t):len(t) + 1] in ("=", "+", "-")]
+        if matches:
+            best = max(matches, key=len)
+            if best not in named:
+                named.append(best)
+    return named
+
+
+COMMANDS = (up, down, scale, ps, restart, logs)
+
+
+def register(group: click.Group) -> None:
+    """Add the supervisor's commands to the ``djctl`` group."""
+    for command in COMMANDS:
+        group.add_command(command)
+

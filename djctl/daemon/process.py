@@ -1,0 +1,176 @@
+"""One real child of the supervisor: ``sh -c 'exec <command>'`` in the application's
+directory, in a process group of its own, its stdout and stderr on one pipe.
+
+The child asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so
+a supervisor killed with SIGKILL leaves no orphans: each worker stops as it does on
+SIGTERM, finishing the job in hand. Signals go to the whole group, so whatever the
+command started stops with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Mapping
+
+from .supervisor import SpawnRequest
+
+PR_SET_PDEATHSIG = 1
+BASE_PORT = 5000
+_MAX_LINE = 64 * 1024
+
+try:
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the workers' own signal handling must do
+    _prctl = None
+
+
+def shell_command(command: str, python: str = sys.executable) -> str:
+    """The shell text that runs a Procfile ``command``: ``exec`` so the command itself
+    is our child (and gets our signals), and a leading ``djctl`` run with this very
+    interpreter, so a virtualenv works without being on PATH."""
+    if command == "djctl" or command.startswith(("djctl ", "djctl\t")):
+        command = f"{shlex.quote(python)} -m djctl{command[5:]}"
+    return f"exec {command}"
+
+
+def process_env(base: Mapping[str, str], request: SpawnRequest, type_index: int) -> dict[str, str]:
+    """The environment of one process: ``base`` plus what Heroku and foreman set:
+    DYNO and PS (``worker.1``), PORT (5000 + 100 per type + index - 1); Python output
+    unbuffered so each line reaches the log as it is written."""
+    env = dict(base)
+    env["DYNO"] = request.name
+    env["PS"] = request.name
+    env["PORT"] = str(BASE_PORT + 100 * type_index + request.index - 1)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class Process:
+    """A started child. ``pid`` is also its process group id."""
+
+    def __init__(self, popen: subprocess.Popen, name: str) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.name = name
+        assert popen.stdout is not None
+        self._out = popen.stdout.fileno()
+        os.set_blocking(self._out, False)
+        self._partial = b""
+        self.returncode: int | None = None
+
+    def fileno(self) -> int:
+        """The read end of the child's output (for select); -1 once closed."""
+        return self._out
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child's process group (the child alone if it has left
+        it); a child already gone is not an error."""
+        if self.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+        except PermissionError:
+            pass
+
+    def read_lines(self) -> list[str] | None:
+        """Complete lines available now (without newlines); None at end of output.
+        A partial line is kept until its newline, or cut at 64 KiB."""
+        chunks = []
+        eof = False
+        while True:
+            try:
+                chunk = os.read(self._out, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                eof = True
+                break
+            chunks.append(chunk)
+        data = self._partial + b"".join(chunks)
+        parts = data.split(b"\n")
+        self._partial = parts.pop()
+        if eof and self._partial:
+            parts.append(self._partial)
+            self._partial = b""
+        elif len(self._partial) > _MAX_LINE:
+            parts.append(self._partial)
+            self._partial = b""
+        lines = [p.decode("utf-8", "replace").removesuffix("\r") for p in parts]
+        if eof:
+            return lines or None
+        return lines
+
+    def has_exited(self) -> bool:
+        """True when the child has exited; it is left a zombie (see :meth:`reap`), so
+        its pid, and with it the process group id, cannot be reused meanwhile."""
+        if self.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
+    def reap(self) -> int:
+        """Kill whatever the child left behind in its group, collect its exit status
+        (negative: the signal that ended it) and close the output pipe."""
+        if self.returncode is None:
+            self.signal(signal.SIGKILL)
+            self.returncode = self.popen.wait()
+        return self.returncode
+
+    def close(self) -> None:
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self._out = -1
+
+
+def spawner(
+    cwd: Path,
+    base_env: Mapping[str, str],
+    types: list[str],
+    python: str = sys.executable,
+    umask: int | None = None,
+) -> Callable[[SpawnRequest], Process]:
+    """The real ``spawn`` for :class:`~djctl.daemon.supervisor.Manager`; each process
+    gets ``umask`` (None: the supervisor's). Must be called from the supervisor's main
+    thread: the kernel's parent-death signal follows the thread that forked."""
+    supervisor = os.getpid()
+
+    def before_exec() -> None:
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The supervisor may have died between fork and prctl: then no signal will come.
+        if os.getppid() != supervisor:
+            os._exit(1)
+
+    def spawn(request: SpawnRequest) -> Process:
+        index = types.index(request.type) if request.type in types else 0
+        popen = subprocess.Popen(
+            ["/bin/sh", "-c", shell_command(request.command, python)],
+            cwd=cwd,
+            env=process_env(base_env, request, index),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=before_exec,
+            close_fds=True,
+            umask=-1 if umask is None else umask,
+        )
+        return Process(popen, request.name)
+
+    return spawn

@@ -1,0 +1,274 @@
+"""The supervisor's rows in ``djctl_processes``, and the recovery of claims whose
+workers are gone.
+
+Every supervisor writes one row per process on each heartbeat. From those rows:
+- a child the supervisor sees die has its claims released at once (the attempt counts);
+- on start, the rows a dead supervisor of this host left behind are cleared, and the
+  claims of this host's dead workers released;
+- rows whose heartbeat is older than ``heartbeat_timeout`` (a whole host gone) are
+  released by any other supervisor on the same database.
+Times are naive UTC from the local clock: hosts sharing a database are assumed to
+keep their clocks within a small fraction of ``heartbeat_timeout``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Sequence
+
+import psutil
+from sqlalchemy import Engine, and_, delete, or_, select, text
+from sqlalchemy.exc import DBAPIError
+
+from .. import claim
+from ..schema import djctl_processes as table
+from . import render
+from .render import ProcessInfo, State
+
+Wall = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Released:
+    """``count`` claims of ``worker`` (``host:h pid:p``), process ``name``, were released."""
+
+    name: str
+    worker: str
+    count: int
+
+
+def alive(pid: int | None, started: datetime | None = None) -> bool:
+    """Whether ``pid`` runs on this host — and, given its naive-UTC start time, is
+    still the same process rather than a newer one that reused the number."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        created = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True
+    if started is None:
+        return True
+    born = datetime.fromtimestamp(created, timezone.utc).replace(tzinfo=None)
+    return born <= started + timedelta(seconds=2)
+
+
+class Registry:
+    """The rows of one supervisor (``host``, ``supervisor_pid``) and claim recovery.
+    Each method is one transaction; all raise DBAPIError when the database fails."""
+
+    def __init__(self, engine: Engine, host: str, supervisor_pid: int, max_attempts: int,
+                 wall: Wall = _utcnow) -> None:
+        self.engine = engine
+        self.host = host
+        self.supervisor_pid = supervisor_pid
+        self.max_attempts = max_attempts
+        self._wall = wall
+
+    def publish(self, processes: Sequence[ProcessInfo]) -> None:
+        """Make this supervisor's rows exactly ``processes``, heartbeat now. A row of
+        the same host and name left by another supervisor is taken over."""
+        now = self._wall()
+        names = [p.name for p in processes]
+        t = table.c
+        with self.engine.begin() as conn:
+            mine = and_(t.host == self.host, or_(t.supervisor_pid == self.supervisor_pid, t.name.in_(names)))
+            conn.execute(delete(table).where(mine))
+            if processes:
+                conn.execute(table.insert(), [self._row(p, now) for p in processes])
+
+    def withdraw(self) -> None:
+        """Remove this supervisor's rows (it is stopping)."""
+        t = table.c
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(t.host == self.host, t.supervisor_pid == self.supervisor_pid))
+
+    def release(self, pid: int, reason: str) -> int:
+        """Release the claims of our child ``pid`` that has died; returns how many."""
+        now = self._wall()
+        with self.engine.begin() as conn:
+            return claim.release_dead(conn, [claim.worker_name(self.host, pid)], reason, now, self.max_attempts)
+
+    def recover_local(self) -> list[Released]:
+        """At start: clear this host's rows whose supervisor is gone, releasing the
+        claims of their processes that are dead, then those of any other dead worker
+        of this host (``djctl work`` run by hand and killed, say)."""
+        now = self._wall()
+        t = table.c
+        out: list[Released] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(t.id, t.name, t.pid, t.supervisor_pid, t.started_at).where(t.host == self.host)
+            ).all()
+            orphaned = [r for r in rows if r.supervisor_pid != self.supervisor_pid and not alive(r.supervisor_pid)]
+            names = {r.pid: r.name for r in orphaned if r.pid is not None}
+            dead = [r.pid for r in orphaned if r.pid is not None and not alive(r.pid, r.started_at)]
+            prefix = claim.worker_name(self.host, 0)[:-1]
+            held = conn.execute(
+                text("SELECT DISTINCT locked_by FROM delayed_jobs WHERE locked_by LIKE :p AND failed_at IS NULL"),
+                {"p": prefix + "%"},
+            ).scalars()
+            for worker in held:
+                number = worker[len(prefix):]
+                if number.isdigit() and int(number) not in dead and not alive(int(number)):
+                    dead.append(int(number))
+            for pid in dead:
+                worker = claim.worker_name(self.host, pid)
+                n = claim.release_dead(conn, [worker], "its worker died while the supervisor was down",
+                                       now, self.max_attempts)
+                if n:
+                    out.append(Released(names.get(pid, "djctl"), worker, n))
+            if orphaned:
+                conn.execute(delete(table).where(t.id.in_([r.id for r in orphaned])))
+        return out
+
+    def recover_stale(self, timeout: float) -> list[Released]:
+        """Release the claims of every process whose supervisor has not heartbeated for
+        ``timeout`` seconds, and delete those rows. On this host a process still alive
+        keeps its claims."""
+        now = self._wall()
+        t = table.c
+        out: list[Released] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(t.id, t.host, t.name, t.pid, t.started_at).where(
+                    t.heartbeat_at < now - timedelta(seconds=timeout),
+                    or_(t.host != self.host, t.supervisor_pid != self.supervisor_pid),
+                )
+            ).all()
+            for r in rows:
+                if r.pid is None or (r.host == self.host and alive(r.pid, r.started_at)):
+                    continue
+                worker = claim.worker_name(r.host, r.pid)
+                reason = f"no heartbeat from host {r.host} for {timeout:g}s; its worker is presumed dead"
+                n = claim.release_dead(conn, [worker], reason, now, self.max_attempts)
+                if n:
+                    out.append(Released(r.name, worker, n))
+            if rows:
+                conn.execute(delete(table).where(t.id.in_([r.id for r in rows])))
+        return out
+
+    def _row(self, p: ProcessInfo, now: datetime) -> dict:
+        return {
+            "host": self.host,
+            "pid": p.pid,
+            "name": p.name,
+            "type": p.type,
+            "supervisor_pid": self.supervisor_pid,
+            "state": p.state.value,
+            "command": p.command,
+            "started_at": _naive(p.started_at),
+            "heartbeat_at": now,
+        }
+
+
+def list_processes(engine: Engine) -> list[ProcessInfo]:
+    """Every host's processes, as last heartbeated (times timezone-aware UTC)."""
+    t = table.c
+    with engine.connect().execution_options(sqlite_read=True) as conn:
+        rows = conn.execute(select(table).order_by(t.host, t.type, t.name)).all()
+    out = []
+    for r in rows:
+        beat = r.heartbeat_at.replace(tzinfo=timezone.utc)
+        started = r.started_at.replace(tzinfo=timezone.utc) if r.started_at else None
+        try:
+            state = State(r.state)
+        except ValueError:
+            state = State.DOWN
+        out.append(ProcessInfo(r.name, r.type, r.pid, state, started or beat, r.command, started, r.host, beat))
+    return out
+
+
+def _naive(when: datetime | None) -> datetime | None:
+    if when is None or when.tzinfo is None:
+        return when
+    return when.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+class Heartbeat:
+    """Runs a Registry on a thread of its own, so a slow database never stalls the
+    supervisor: publishes ``snapshot()`` every ``interval`` seconds and recovers stale
+    hosts' claims, and releases the claims of a dead child as soon as :meth:`dead` is
+    called. ``say(proc, message)`` reports what it did and database trouble (once per
+    outage)."""
+
+    def __init__(self, registry: Registry, interval: float, timeout: float,
+                 snapshot: Callable[[], Sequence[ProcessInfo]], say: Callable[[str, str], None]) -> None:
+        self.registry = registry
+        self.interval = max(interval, 0.05)
+        self.timeout = timeout
+        self._snapshot = snapshot
+        self._say = say
+        self._dead: list[tuple[str, int, str]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="djctl-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def dead(self, name: str, pid: int, reason: str) -> None:
+        """Child ``name`` (``pid``) is gone: release its claims now."""
+        with self._lock:
+            self._dead.append((name, pid, reason))
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Release what is pending, remove our rows, and end the thread."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        next_beat = 0.0
+        while True:
+            stopping = self._stop.is_set()
+            self._guard(self._release_dead)
+            if stopping:
+                self._guard(self.registry.withdraw)
+                return
+            now = time.monotonic()
+            if now >= next_beat:
+                if self._guard(lambda: self.registry.publish(self._snapshot())):
+                    self._guard(lambda: self._report(self.registry.recover_stale(self.timeout)))
+                next_beat = now + self.interval
+            self._wake.wait(max(0.0, next_beat - time.monotonic()))
+            self._wake.clear()
+
+    def _release_dead(self) -> None:
+        with self._lock:
+            pending = list(self._dead)
+        for name, pid, reason in pending:
+            n = self.registry.release(pid, reason)
+            with self._lock:
+                self._dead.remove((name, pid, reason))
+            if n:
+                self._say(name, render.released(n, claim.worker_name(self.registry.host, pid)))
+
+    def _report(self, released: list[Released]) -> None:
+        for r in released:
+            self._say("djctl", render.released(r.count, r.worker) + f" ({r.name}, no heartbeat)")
+
+    def _guard(self, action: Callable[[], object]) -> bool:
+        try:
+            action()
+        except DBAPIError as e:
+            if not self._failing:
+                first = str(getattr(e, "orig", e)).strip().splitlines()
+                self._say("djctl", f"Database unavailable ({first[0] if first else type(e).__name__}); retrying")
+            self._failing = True
+            return False
+        if self._failing:
+            self._say("djctl", "Database available again")
+        self._failing = False
+        return True

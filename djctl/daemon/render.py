@@ -1,0 +1,232 @@
+"""Every line the supervisor wing shows a user: ps listings, scale and restart messages,
+and the supervisor's log events in Heroku's words.
+
+Pure functions of values; nothing here reads files, sockets or the clock (``now`` is
+always passed in), so each format is tested once, here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Mapping, Sequence
+
+from .formation import format_formation
+
+
+class State(str, Enum):
+    """A process's state, in Heroku's words."""
+
+    STARTING = "starting"
+    UP = "up"
+    CRASHED = "crashed"
+    STOPPING = "stopping"
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One supervised process as the outside world sees it (ps, heartbeats, the console).
+
+    ``since`` is when it entered ``state``; ``pid`` is None while no child runs (crashed
+    and waiting to restart); ``host`` is set only for rows read from the database."""
+
+    name: str
+    type: str
+    pid: int | None
+    state: State
+    since: datetime
+    command: str
+    started_at: datetime | None = None
+    host: str | None = None
+    heartbeat_at: datetime | None = None
+
+    def as_dict(self) -> dict:
+        """The JSON shape of the control protocol and ``ps --json``."""
+        out = {
+            "name": self.name,
+            "type": self.type,
+            "pid": self.pid,
+            "state": self.state.value,
+            "since": self.since.isoformat(),
+            "command": self.command,
+        }
+        if self.host is not None:
+            out["host"] = self.host
+            out["heartbeat_at"] = self.heartbeat_at.isoformat() if self.heartbeat_at else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ProcessInfo:
+        """Inverse of :meth:`as_dict`."""
+        beat = data.get("heartbeat_at")
+        return cls(
+            name=data["name"],
+            type=data["type"],
+            pid=data.get("pid"),
+            state=State(data["state"]),
+            since=datetime.fromisoformat(data["since"]),
+            command=data["command"],
+            host=data.get("host"),
+            heartbeat_at=datetime.fromisoformat(beat) if beat else None,
+        )
+
+
+# -- supervisor events, as the log shows them after ``djctl[worker.1]:`` -----------------
+
+def starting(command: str) -> str:
+    return f"Starting process with command `{command}`"
+
+
+def state_changed(old: State, new: State) -> str:
+    return f"State changed from {old.value} to {new.value}"
+
+
+def stopping(signal_name: str = "SIGTERM") -> str:
+    return f"Stopping all processes with {signal_name}"
+
+
+def exit_timeout(grace: float) -> str:
+    return f"Error R12 (Exit timeout) -> At least one process failed to exit within {grace:g} seconds of SIGTERM"
+
+
+def killing() -> str:
+    return "Stopping remaining processes with SIGKILL"
+
+
+def exited(status: int) -> str:
+    return f"Process exited with status {status}"
+
+
+def restarting_in(seconds: float) -> str:
+    return f"Crashed again soon after starting; restarting in {seconds:g}s"
+
+
+def restarting(reason: str | None = None) -> str:
+    return "Restarting" if reason is None else f"Restarting ({reason})"
+
+
+def released(count: int, worker: str) -> str:
+    return f"Released {count} job{'s' if count != 1 else ''} held by {worker}"
+
+
+def spawn_failed(error: str) -> str:
+    return f"Could not start process: {error}"
+
+
+# -- command output ----------------------------------------------------------------------
+
+def scale_message(changed: Sequence[str], formation: Mapping[str, int]) -> str:
+    """``Scaling worker processes... done, now running worker at 2.``"""
+    names = list(changed) or list(formation)
+    running = ", ".join(f"{name} at {formation.get(name, 0)}" for name in names)
+    return f"Scaling {', '.join(names)} processes... done, now running {running}."
+
+
+def restart_message(target: str | None, finished: bool = True) -> str:
+    """``Restarting worker processes... done`` (or ``... still going`` when the CLI gave up waiting)."""
+    if target is None:
+        what = "all processes"
+    elif "." in target:
+        what = f"{target} process"
+    else:
+        what = f"{target} processes"
+    end = "done" if finished else "still restarting in the background (see djctl ps)"
+    return f"Restarting {what}... {end}"
+
+
+def ago(seconds: float) -> str:
+    """Heroku's rough age: ``~ 20s``, ``~ 3m``, ``~ 2h``, ``~ 4d``."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"~ {seconds // size}{unit}"
+    return f"~ {seconds}s"
+
+
+def stamp(when: datetime) -> str:
+    """``2026/11/22 10:04:05 +0000``"""
+    return when.astimezone(timezone.utc).strftime("%Y/%m/%d %H:%M:%S +0000")
+
+
+def process_line(p: ProcessInfo, now: datetime) -> str:
+    """``worker.1: up 2026/11/22 10:04:05 +0000 (~ 3m ago)``"""
+    return f"{p.name}: {p.state.value} {stamp(p.since)} ({ago((now - p.since).total_seconds())} ago)"
+
+
+def ps_text(
+    processes: Sequence[ProcessInfo],
+    types: Mapping[str, str],
+    now: datetime,
+    only: str | None = None,
+) -> str:
+    """The ``djctl ps`` listing: one ``=== type: command (n)`` block per type that has
+    processes, processes in index order. ``only`` keeps one type."""
+    blocks = []
+    for type_name, command in types.items():
+        if only is not None and type_name != only:
+            continue
+        mine = sorted((p for p in processes if p.type == type_name), key=_index)
+        if not mine:
+            continue
+        lines = [f"=== {type_name}: {command} ({len(mine)})"]
+        lines += [process_line(p, now) for p in mine]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def ps_all_hosts_text(processes: Sequence[ProcessInfo], now: datetime, stale_after: float) -> str:
+    """``ps --all-hosts``: per host and type a ``=== host: type: command (n)`` block; a
+    host whose heartbeat is older than ``stale_after`` seconds says so."""
+    blocks = []
+    hosts = sorted({p.host or "?" for p in processes})
+    for host in hosts:
+        on_host = [p for p in processes if (p.host or "?") == host]
+        types: dict[str, str] = {}
+        for p in sorted(on_host, key=lambda p: (p.type, _index(p))):
+            types.setdefault(p.type, p.command)
+        for type_name, command in types.items():
+            mine = sorted((p for p in on_host if p.type == type_name), key=_index)
+            lines = [f"=== {host}: {type_name}: {command} ({len(mine)})"]
+            for p in mine:
+                line = process_line(p, now)
+                if p.heartbeat_at is not None:
+                    silent = (now - p.heartbeat_at).total_seconds()
+                    if silent > stale_after:
+                        line += f" [no heartbeat for {ago(silent)[2:]}]"
+                lines.append(line)
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def ps_json(processes: Sequence[ProcessInfo], only: str | None = None) -> str:
+    """``ps --json``: a JSON list of process objects (see :meth:`ProcessInfo.as_dict`)."""
+    return json.dumps([p.as_dict() for p in sorted(processes, key=_order) if only in (None, p.type)])
+
+
+def formation_text(formation: Mapping[str, int]) -> str:
+    """Bare ``djctl scale``: ``worker=2 mail=1``."""
+    return format_formation(formation)
+
+
+def already_running(pid: int | None) -> str:
+    return f"djctl is already running (pid {pid if pid is not None else '?'})"
+
+
+def started(pid: int, formation: Mapping[str, int]) -> str:
+    return f"Starting djctl supervisor... done (pid {pid}), running {format_formation(formation) or 'nothing'}"
+
+
+def not_running() -> str:
+    return "djctl is not running; start it with djctl up"
+
+
+def _index(p: ProcessInfo) -> int:
+    _, _, n = p.name.rpartition(".")
+    return int(n) if n.isdigit() else 0
+
+
+def _order(p: ProcessInfo) -> tuple:
+    return (p.host or "", p.type, _index(p))

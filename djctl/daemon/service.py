@@ -1,0 +1,389 @@
+"""The running supervisor: one loop in the main thread that feeds the Manager what
+happens (children's output and exits, signals, control requests, code changes) and
+carries out what it decides.
+
+Threads exist only where blocking is unavoidable: the control socket, the heartbeat
+(database) and the code watcher. They never touch the Manager; they hand the loop a
+function to run (:meth:`Supervisor.call`) and wait for its result.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import selectors
+import signal
+import threading
+import time
+import traceback
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, TextIO
+
+from . import render
+from .control import ControlError, Server
+from .formation import FormationStore, ScaleError, format_formation, parse_scale
+from .logs import APP, SUPERVISOR, LogLine, LogWriter, utcnow
+from .notify import Notifier, start_watchdog
+from .paths import Paths
+from .process import Process, spawner
+from .registry import Heartbeat, Registry
+from .render import ProcessInfo, State
+from .supervisor import Manager, Policy, SpawnRequest
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
+# SIGCHLD can be coalesced or land before a child is registered: look anyway this often.
+_POLL = 1.0
+# Past the grace period, how long a stop may take before the loop gives up waiting.
+_STOP_MARGIN = 5.0
+
+
+class Printer:
+    """Every line the supervisor logs: process output as ``app[worker.1]``, its own
+    events as ``djctl[worker.1]``. With ``echo`` (``--foreground``) each line is also
+    written there, as foreman does."""
+
+    def __init__(self, log: LogWriter, echo: TextIO | None = None) -> None:
+        self.log = log
+        self.echo = echo
+
+    def app(self, proc: str, line: str) -> None:
+        self._write(APP, proc, line)
+
+    def event(self, proc: str, message: str) -> None:
+        self._write(SUPERVISOR, proc, message)
+
+    def _write(self, source: str, proc: str, message: str) -> None:
+        self.log.write(source, proc, message)
+        if self.echo is not None:
+            try:
+                for part in message.rstrip("\r\n").split("\n"):
+                    self.echo.write(LogLine(utcnow(), source, proc, part.removesuffix("\r")).render() + "\n")
+                self.echo.flush()
+            except (OSError, ValueError):
+                self.echo = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a supervisor runs and how."""
+
+    cwd: Path
+    paths: Paths
+    types: Mapping[str, str]
+    formation: Mapping[str, int]
+    policy: Policy
+    host: str
+    environ: Mapping[str, str]
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    reload: bool = False
+    umask: int | None = None
+    """The processes' umask: the user's, not the daemon's owner-only one (None: inherit)."""
+
+
+class Supervisor:
+    """Runs the formation until stopped; see :meth:`run`."""
+
+    def __init__(self, config: Config, printer: Printer, store: FormationStore,
+                 registry: Registry | None, notifier: Notifier) -> None:
+        self.config = config
+        self.printer = printer
+        self.store = store
+        self.registry = registry
+        self.notifier = notifier
+        self.manager = Manager(config.types, self._spawn, printer.event, config.policy)
+        self._real_spawn = spawner(config.cwd, config.environ, list(config.types),
+                                   umask=config.umask)
+        self._children: dict[int, Process] = {}
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._snapshot: tuple[ProcessInfo, ...] = ()
+        self._alive_at = time.monotonic()
+        self._give_up_at: float | None = None
+        self._stop_event = threading.Event()
+        self._heartbeat: Heartbeat | None = None
+        self._sigchld = False
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def run(self, on_ready: Callable[[list[ProcessInfo]], None]) -> None:
+        """Start the formation, call ``on_ready`` once every process is up (or has
+        crashed), and return after a stop (SIGTERM, SIGINT, ``djctl down``) once every
+        child has exited and its claims are released. Must run in the main thread."""
+        previous = self._install_signals()
+        heartbeat = server = watcher = None
+        try:
+            self.printer.event(SUPERVISOR, f"Supervisor starting (pid {os.getpid()}, host {self.config.host})")
+            if self.registry is not None:
+                for r in self.registry.recover_local():
+                    self.printer.event(SUPERVISOR, render.released(r.count, r.worker) + f" ({r.name}, dead)")
+                heartbeat = self._heartbeat = Heartbeat(
+                    self.registry, self.config.heartbeat_interval, self.config.heartbeat_timeout,
+                    lambda: self._snapshot, self.printer.event)
+            server = Server(self.config.paths, self._on_request, self._on_refused)
+            server.start()
+            start_watchdog(self.notifier, self._stop_event,
+                           lambda: time.monotonic() - self._alive_at < 10 * _POLL)
+            if self.config.reload:
+                from .reload import CodeWatcher
+
+                watcher = CodeWatcher(self.config.cwd, self._on_code_change, [self.config.paths.state_dir])
+                watcher.start()
+            self.manager.scale(self.config.formation)
+            self._snapshot = tuple(self.manager.processes())
+            if heartbeat is not None:
+                heartbeat.start()
+            self._loop(on_ready)
+        except BaseException:
+            for line in traceback.format_exc().rstrip().splitlines():
+                self.printer.event(SUPERVISOR, line)
+            self._kill_everything()
+            raise
+        finally:
+            self._stop_event.set()
+            if watcher is not None:
+                watcher.stop()
+            if server is not None:
+                server.close()
+            if heartbeat is not None:
+                heartbeat.stop()
+            self._restore_signals(previous)
+            self.printer.event(SUPERVISOR, "Supervisor stopped")
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn`` on the loop's thread and return its result (or raise what it
+        raised). For the other threads."""
+        future: Future = Future()
+        self._calls.put((fn, future))
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:
+            pass
+        return future.result(timeout)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self, on_ready: Callable[[list[ProcessInfo]], None]) -> None:
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        ready = False
+        status = ""
+        next_check = 0.0
+        while True:
+            if self._sigchld or time.monotonic() >= next_check:
+                self._sigchld = False
+                next_check = time.monotonic() + _POLL
+                self._reap()
+            timeout = self.manager.tick()
+            self._snapshot = tuple(self.manager.processes())
+            self._alive_at = time.monotonic()
+            if not ready and self.manager.settled:
+                ready = True
+                on_ready(list(self._snapshot))
+                status = self._status()
+                self.notifier.ready(status)
+            elif ready and self._status() != status:
+                status = self._status()
+                self.notifier.status(status)
+            if self.manager.done:
+                return
+            if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                self.printer.event(SUPERVISOR, "Processes did not stop in time; killing them")
+                self._kill_everything()
+                return
+            wait = _POLL if timeout is None else min(timeout, _POLL)
+            for key, _ in self._selector.select(wait):
+                if key.data == "wake":
+                    self._drain_wake()
+                elif key.data == "signal":
+                    self._on_signals()
+                else:
+                    self._read(key.data)
+
+    def _spawn(self, request: SpawnRequest) -> Process:
+        process = self._real_spawn(request)
+        self._children[process.pid] = process
+        self._selector.register(process.fileno(), selectors.EVENT_READ, process)
+        return process
+
+    def _read(self, process: Process) -> None:
+        lines = process.read_lines()
+        if lines is None:
+            self._selector.unregister(process.fileno())
+            process.close()
+            return
+        for line in lines:
+            self.printer.app(process.name, line)
+        if lines:
+            self.manager.output(process.pid)
+
+    def _reap(self) -> None:
+        for process in list(self._children.values()):
+            if not process.has_exited():
+                continue
+            if process.fileno() >= 0:
+                self._read(process)
+            code = process.reap()
+            if process.fileno() >= 0:
+                self._read(process)
+                if process.fileno() >= 0:
+                    self._selector.unregister(process.fileno())
+                    process.close()
+            del self._children[process.pid]
+            info = self.manager.exited(process.pid, code)
+            if info is not None and self._heartbeat is not None:
+                status = code if code >= 0 else 128 - code
+                self._heartbeat.dead(info.name, process.pid,
+                                     f"{info.name} exited with status {status} while running this job")
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed back to the caller's thread
+                future.set_exception(e)
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def _install_signals(self) -> dict:
+        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in _SIGNALS}
+        previous["wakeup"] = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        self._selector.register(self._sig_r, selectors.EVENT_READ, "signal")
+        return previous
+
+    def _restore_signals(self, previous: dict) -> None:
+        signal.set_wakeup_fd(previous.pop("wakeup"))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signals(self) -> None:
+        try:
+            data = os.read(self._sig_r, 512)
+        except BlockingIOError:
+            return
+        for number in data:
+            if number == signal.SIGCHLD:
+                self._sigchld = True
+            elif number in _STOP_SIGNALS:
+                if self.manager.stopping:
+                    self.printer.event(SUPERVISOR, f"Got {signal.Signals(number).name} again; killing processes")
+                    self._kill_everything()
+                else:
+                    self._stop(signal.Signals(number).name)
+            elif number == signal.SIGHUP and not self.manager.stopping:
+                self._restart_all("SIGHUP")
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _stop(self, why: str) -> None:
+        if self.manager.stopping:
+            return
+        self.printer.event(SUPERVISOR, f"Stopping supervisor ({why})")
+        self.notifier.stopping()
+        self.manager.stop_all()
+        self._give_up_at = time.monotonic() + self.config.policy.grace_period + _STOP_MARGIN
+
+    def _restart_all(self, why: str) -> None:
+        try:
+            self.manager.restart(None)
+        except ValueError:
+            return
+        self.printer.event(SUPERVISOR, render.restarting(why))
+
+    def _kill_everything(self) -> None:
+        for process in list(self._children.values()):
+            process.signal(signal.SIGKILL)
+        for process in list(self._children.values()):
+            try:
+                process.reap()
+            except ChildProcessError:
+                pass
+        self._reap()
+
+    def _status(self) -> str:
+        up = sum(1 for p in self._snapshot if p.state is State.UP)
+        return f"{format_formation(self.manager.formation)} ({up} up)"
+
+    # -- requests from other threads ----------------------------------------------------------
+
+    def _on_request(self, request: dict) -> dict:
+        handlers = {"ps": self._ps, "scale": self._scale, "restart": self._restart, "stop": self._stop_request}
+        handler = handlers.get(request["cmd"])
+        if handler is None:
+            raise ControlError(f"unknown command {request['cmd']!r}; use one of {', '.join(handlers)}", usage=True)
+        return self.call(lambda: handler(request))
+
+    def _on_refused(self, pid: int, uid: int) -> None:
+        self.printer.event(SUPERVISOR, f"Refused a control connection from uid {uid} (pid {pid})")
+
+    def _ps(self, _request: dict) -> dict:
+        return {
+            "processes": [p.as_dict() for p in self.manager.processes()],
+            "formation": dict(self.manager.formation),
+            "types": dict(self.config.types),
+            "restarting": self.manager.restarting,
+            "supervisor": {"pid": os.getpid(), "host": self.config.host, "stopping": self.manager.stopping},
+        }
+
+    def _scale(self, request: dict) -> dict:
+        if self.manager.stopping:
+            raise ControlError("the supervisor is stopping; scale after djctl up")
+        args = request.get("args")
+        if args is None and isinstance(request.get("formation"), dict):
+            args = [f"{k}={v}" for k, v in request["formation"].items()]
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ControlError('scale takes "args": ["worker=2", ...] or "formation": {...}', usage=True)
+        try:
+            formation = parse_scale(args, self.manager.formation, list(self.config.types))
+        except ScaleError as e:
+            raise ControlError(str(e), usage=True) from None
+        try:
+            self.store.save(formation)
+        except OSError as e:
+            raise ControlError(f"cannot save the formation in {self.store.path}: {e.strerror}") from None
+        self.printer.event(SUPERVISOR, f"Scaling to {format_formation(formation)}")
+        changed = self.manager.scale(formation)
+        return {"formation": formation, "changed": changed}
+
+    def _restart(self, request: dict) -> dict:
+        target = request.get("target")
+        if target is not None and not isinstance(target, str):
+            raise ControlError('restart takes "target": a type, a process name or null', usage=True)
+        if self.manager.stopping:
+            raise ControlError("the supervisor is stopping")
+        try:
+            names = self.manager.restart(target)
+        except ValueError as e:
+            raise ControlError(str(e), usage=True) from None
+        return {"restarting": names}
+
+    def _stop_request(self, _request: dict) -> dict:
+        self._stop("djctl down")
+        return {"stopping": True, "pid": os.getpid()}
+
+    def _on_code_change(self, paths: list[str]) -> None:
+        shown = os.path.relpath(paths[0], self.config.cwd) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+
+        def restart() -> None:
+            if not self.manager.stopping:
+                self._restart_all(f"code changed: {shown}")
+
+        try:
+            self.call(restart)
+        except Exception:  # noqa: BLE001 - the loop is stopping; nothing to restart
+            pass

@@ -1,0 +1,103 @@
+"""Sample jobs for ``djctl demo``: quick ones, slow ones, scheduled ones and some that fail."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from . import api
+from .enqueue import enqueue_many
+
+
+@dataclass
+class ResizePhoto:
+    """A quick job."""
+
+    photo_id: int
+    size: int = 640
+
+    def perform(self) -> None:
+        time.sleep(0.01)
+
+
+@dataclass
+class SendNewsletter:
+    """A slower job on its own queue."""
+
+    text: str
+    emails: list[str]
+    queue_name = "mail"
+
+    def perform(self) -> None:
+        time.sleep(0.05 * len(self.emails))
+
+
+@dataclass
+class ImportCsv:
+    """A job that fails: its retries follow delayed_job's backoff."""
+
+    path: str
+    max_attempts = 3
+
+    def perform(self) -> None:
+        raise FileNotFoundError(f"no such file: {self.path}")
+
+
+def sample_jobs(count: int, rng: random.Random) -> list[tuple[object, dict]]:
+    """``count`` jobs with their enqueue options, a realistic mix."""
+    jobs: list[tuple[object, dict]] = []
+    for i in range(count):
+        roll = rng.random()
+        if roll < 0.6:
+            jobs.append((ResizePhoto(i, rng.choice([320, 640, 1280])), {"priority": rng.choice([0, 0, 5])}))
+        elif roll < 0.8:
+            emails = [f"user{j}@example.com" for j in range(rng.randint(1, 4))]
+            jobs.append((SendNewsletter("lorem ipsum", emails), {"priority": 10}))
+        elif roll < 0.9:
+            jobs.append((ImportCsv(f"/tmp/import-{i}.csv"), {}))
+        else:
+            later = api.now() + timedelta(minutes=rng.randint(5, 60))
+            jobs.append((ResizePhoto(i), {"run_at": later}))
+    return jobs
+
+
+def enqueue_samples(count: int, seed: int = 1) -> int:
+    rng = random.Random(seed)
+    total = 0
+    groups: dict[tuple, list] = {}
+    for job, opts in sample_jobs(count, rng):
+        key = tuple(sorted(opts.items(), key=lambda kv: kv[0]))
+        groups.setdefault(key, []).append(job)
+    for key, jobs in groups.items():
+        total += len(enqueue_many(jobs, **dict(key)))
+    return total
+
+
+def feed(stop: threading.Event, per_second: float = 4.0, seed: int = 2) -> None:
+    """Keep enqueuing a trickle of sample jobs until ``stop`` is set, so the console shows traffic."""
+    rng = random.Random(seed)
+    while not stop.wait(1.0 / per_second):
+        for job, opts in sample_jobs(1, rng):
+            enqueue_many([job], **opts)
+
+
+def watch(echo: Callable[[str], None], timeout: float = 120.0) -> None:
+    """Print the queue's depth every second until nothing is ready or running."""
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    query = text(
+        "SELECT SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at <= :now THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN locked_at IS NOT NULL AND failed_at IS NULL THEN 1 ELSE 0 END), COUNT(*) FROM delayed_jobs"
+    )
+    while time.monotonic() < deadline:
+        with api.engine().connect().execution_options(sqlite_read=True) as conn:
+            ready, running, total = conn.execute(query, {"now": api.utc_naive(api.now())}).one()
+        echo(f"ready {ready or 0:>5}  running {running or 0:>3}  in the table {total:>5}")
+        if not ready and not running:
+            return
+        time.sleep(1.0)

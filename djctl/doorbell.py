@@ -1,0 +1,104 @@
+"""Wake-ups for idle workers on this host: one datagram socket per worker in a private directory.
+
+PostgreSQL has LISTEN/NOTIFY for this; SQLite and MySQL do not, so an enqueue rings
+every worker of the same database on this host. Polling every ``sleep_delay`` stays
+the safety net (and covers other hosts).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+
+def bell_dir(key: str) -> Path:
+    """The owner-only directory holding the bells for the database ``key``."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"djctl-{os.getuid()}")
+    path = Path(base) / "djctl-bells" / key
+    try:
+        Path(base).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Level by level: mkdir(parents=True) would give djctl-bells the umask's mode.
+        for directory in (path.parent, path):
+            directory.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        pass  # never fatal (an enqueue has committed by now): ring() and Doorbell() cope
+    return path
+
+
+class Doorbell:
+    """The receiving end: a worker's own socket, readable when someone rang."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / f"{os.getpid()}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> None:
+        try:
+            while self.sock.recv(64):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@functools.lru_cache(maxsize=8)
+def _bells_for(database_url: str) -> Path | None:
+    from . import store
+
+    url = store.normalize_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        return None  # LISTEN/NOTIFY: the delayed_jobs trigger rings for us
+    return bell_dir(store.url_key(url))
+
+
+def ring_for(database_url: str) -> None:
+    """Wake the idle workers of ``database_url`` on this host, after a commit that made work."""
+    directory = _bells_for(database_url)
+    if directory is not None:
+        ring(directory)
+
+
+def ring(directory: Path) -> None:
+    """Wake every worker listening in ``directory``; best effort, never raises."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for name in names:
+            if not name.endswith(".sock"):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                sock.sendto(b"!", path)
+            except OSError as e:
+                if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    # A worker that died without closing its bell.
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass

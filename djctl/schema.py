@@ -1,0 +1,101 @@
+"""The tables djctl keeps in the application's database (SQLAlchemy Core), and nothing else."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects import mysql
+
+metadata = MetaData()
+
+# Microseconds everywhere: MySQL's DATETIME would otherwise round them away, and
+# ordering by run_at must match the order jobs were enqueued.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# MySQL's TEXT stops at 64 KiB; a handler or a traceback may be longer.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+_open = text("failed_at IS NULL AND locked_at IS NULL")
+
+delayed_jobs = Table(
+    "delayed_jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("handler", LongText, nullable=False),
+    Column("last_error", LongText),
+    Column("run_at", Timestamp, nullable=False),
+    Column("locked_at", Timestamp),
+    Column("locked_by", String(255)),
+    Column("failed_at", Timestamp),
+    Column("queue", String(255)),
+    Column("reoccur_in", Integer),
+    Column("cron", String(255)),
+    Column("last_run_at", Timestamp),
+    Column("schedule_key", String(255)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    # The claim walks this index in order and stops after read_ahead rows; on
+    # PostgreSQL and SQLite it holds only claimable rows, so failed, running and
+    # finished rows never slow it down. MySQL has no partial indexes: there the
+    # leading IS NULL columns serve the same purpose.
+    Index(
+        "delayed_jobs_claim",
+        "priority",
+        "run_at",
+        postgresql_where=_open,
+        sqlite_where=_open,
+    ).ddl_if(dialect=("postgresql", "sqlite")),
+    Index(
+        "delayed_jobs_claim_mysql",
+        "failed_at",
+        "locked_at",
+        "priority",
+        "run_at",
+    ).ddl_if(dialect=("mysql", "mariadb")),
+    Index(
+        "delayed_jobs_claim_queue",
+        "queue",
+        "priority",
+        "run_at",
+        postgresql_where=_open,
+        sqlite_where=_open,
+    ).ddl_if(dialect=("postgresql", "sqlite")),
+    # Counting per queue and priority (stats, the console) reads only this index.
+    Index("delayed_jobs_depth", "queue", "priority", "failed_at", "locked_at", "run_at"),
+    Index("delayed_jobs_locked_by", "locked_by"),
+    Index("delayed_jobs_schedule_key", "schedule_key", unique=True),
+)
+
+# One row per supervised process, written on every heartbeat of its supervisor. The
+# console lists every host's processes from it, and a supervisor whose peers stop
+# heartbeating releases the claims of their processes.
+djctl_processes = Table(
+    "djctl_processes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer),
+    Column("name", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("supervisor_pid", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("command", LongText, nullable=False),
+    Column("started_at", Timestamp),
+    Column("heartbeat_at", Timestamp, nullable=False),
+    UniqueConstraint("host", "name", name="djctl_processes_host_name"),
+    Index("djctl_processes_heartbeat", "heartbeat_at"),
+)

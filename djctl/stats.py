@@ -1,0 +1,193 @@
+"""Queue depth and job listings: the queries the CLI and the console share."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Sequence
+
+from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, text, union_all
+
+from .job import display_name
+from .schema import Timestamp, delayed_jobs
+
+
+@dataclass(frozen=True)
+class Depth:
+    """How many jobs of one queue and priority are in each state."""
+
+    queue: str | None
+    priority: int
+    ready: int
+    scheduled: int
+    running: int
+    failed: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_DEPTH = text(
+    "SELECT queue, priority, "
+    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at <= :now THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at > :now THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NOT NULL THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END) "
+    "FROM delayed_jobs GROUP BY queue, priority"
+).bindparams(bindparam("now", type_=Timestamp))
+
+
+def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
+    """Counts per queue and priority, the default queue (None) first, then by name and priority."""
+    rows = [Depth(q, int(p), int(a), int(b), int(c), int(d)) for q, p, a, b, c, d in conn.execute(_DEPTH, {"now": now})]
+    rows.sort(key=lambda d: (d.queue is not None, d.queue or "", d.priority))
+    return rows
+
+
+def render_depth(rows: list[Depth]) -> str:
+    """The ``djctl stats`` table."""
+    header = ("queue", "priority", "ready", "scheduled", "running", "failed")
+    body = [
+        ((d.queue if d.queue is not None else "(default)"), str(d.priority), str(d.ready),
+         str(d.scheduled), str(d.running), str(d.failed))
+        for d in rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = []
+    for r in [header, *body]:
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    if not body:
+        lines.append("(no jobs)")
+    return "\n".join(lines)
+
+
+# --- Failed jobs and the oldest ready job: more queries the console shares. ---
+# Both take the (queue, priority) groups that queue_depth found, so that each part of
+# the query is one range of an index: their cost depends on the number of groups, never
+# on the number of rows in the table.
+
+Group = tuple[str | None, int]
+_NAME_RE = re.compile(r'\{"(job|call)":"((?:[^"\\]|\\.)*)"(,"self":)?')
+_HANDLER_PREFIX = 1000
+_ERROR_PREFIX = 500
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """A failed job as a list shows it: ``error`` is the first line of ``last_error``."""
+
+    id: int
+    name: str
+    queue: str | None
+    priority: int
+    attempts: int
+    failed_at: datetime
+    error: str
+
+
+@dataclass(frozen=True)
+class FailedFilter:
+    """Which failed jobs a listing shows: ``job_class`` matches the handler and ``text``
+    the handler or ``last_error`` (case-insensitive substrings; empty matches all)."""
+
+    job_class: str = ""
+    text: str = ""
+
+    def clauses(self) -> list:
+        t = delayed_jobs.c
+        out = []
+        if self.job_class:
+            out.append(t.handler.ilike(_like(self.job_class), escape="\\"))
+        if self.text:
+            pat = _like(self.text)
+            out.append(or_(t.last_error.ilike(pat, escape="\\"), t.handler.ilike(pat, escape="\\")))
+        return out
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _in_group(group: Group):
+    t = delayed_jobs.c
+    queue, priority = group
+    return and_(t.queue.is_(None) if queue is None else t.queue == queue, t.priority == priority)
+
+
+def job_name(handler: str) -> str:
+    """delayed_job's display name of a handler, or of the first part of one (a long
+    handler is read only in part); ``?`` when it names nothing."""
+    try:
+        return display_name(json.loads(handler))
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        pass
+    m = _NAME_RE.match(handler)
+    if m is None:
+        return "?"
+    data: dict = {m[1]: m[2]}
+    if m[3]:
+        data["self"] = True
+    return display_name(data)
+
+
+def failed_jobs(conn: Connection, groups: Sequence[Group], flt: FailedFilter = FailedFilter(),
+                limit: int = 100) -> list[FailedJob]:
+    """The ``limit`` most recently failed jobs of ``groups`` matching ``flt``, newest first."""
+    if not groups or limit <= 0:
+        return []
+    t = delayed_jobs.c
+    parts = [
+        select(t.id, t.queue, t.priority, t.attempts, t.failed_at,
+               func.substr(t.handler, 1, _HANDLER_PREFIX).label("handler"),
+               func.substr(t.last_error, 1, _ERROR_PREFIX).label("error"))
+        .where(_in_group(g), t.failed_at.is_not(None), *flt.clauses())
+        .order_by(t.queue.desc(), t.priority.desc(), t.failed_at.desc()).limit(limit).subquery()
+        for g in groups
+    ]
+    # Each group sorted and limited on its own, inside a subquery (SQLite allows no ORDER
+    # BY / LIMIT on the members of a compound select), in the depth index's own order
+    # (queue, priority, failed_at): the scan stops after ``limit`` rows. A tie-breaker
+    # would sort every failed row of the group, and without queue and priority in the
+    # ORDER BY PostgreSQL sorts them too when the group's queue IS NULL.
+    union = union_all(*[select(*p.c) for p in parts]).subquery()
+    stmt = select(*union.c).order_by(union.c.failed_at.desc(), union.c.id.desc()).limit(limit)
+    return [
+        FailedJob(int(r.id), job_name(r.handler or ""), r.queue, int(r.priority), int(r.attempts),
+                  r.failed_at, (r.error or "").strip().split("\n", 1)[0])
+        for r in conn.execute(stmt)
+    ]
+
+
+def count_failed(conn: Connection, groups: Sequence[Group], flt: FailedFilter = FailedFilter()) -> int:
+    """How many failed jobs of ``groups`` match ``flt``. Without a text filter the
+    caller can sum queue_depth's ``failed`` instead, which costs nothing more."""
+    if not groups:
+        return 0
+    t = delayed_jobs.c
+    stmt = select(func.count()).where(or_(*[_in_group(g) for g in groups]), t.failed_at.is_not(None),
+                                      *flt.clauses())
+    return int(conn.execute(stmt).scalar_one())
+
+
+def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> dict[Group, datetime]:
+    """The run_at of the oldest ready job of each group that has one."""
+    if not groups:
+        return {}
+    t = delayed_jobs.c
+    # ORDER BY ... LIMIT 1 rather than MIN(): one step down the claim index even for the
+    # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.
+    parts = [
+        select(literal(i).label("g"), t.run_at.label("oldest"))
+        .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None))
+        .order_by(t.queue, t.priority, t.run_at).limit(1).subquery()
+        for i, g in enumerate(groups)
+    ]
+    found: dict[Group, datetime] = {}
+    for i, oldest in conn.execute(union_all(*[select(*p.c) for p in parts])):
+        if oldest is not None and oldest <= now:
+            found[groups[int(i)]] = oldest
+    return found

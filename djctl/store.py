@@ -1,0 +1,114 @@
+"""Engines per dialect: URL normalisation, SQLite pragmas and immediate transactions, pools."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .config import ConfigError
+
+_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+def normalize_url(url: str) -> URL:
+    """Parse ``url``, choosing djctl's drivers (psycopg 3, PyMySQL) where none is named."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"database URL {url!r} is not a URL (e.g. postgresql://user@host/db)") from None
+    if parsed.drivername in _DRIVERS:
+        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise ConfigError(f"database URL {parsed.render_as_string()!r}: djctl supports sqlite, postgresql and mysql")
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError("an in-memory SQLite database cannot be shared with workers; name a file")
+    return parsed
+
+
+def describe(url: URL) -> str:
+    """The URL without its password, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+def url_key(url: URL) -> str:
+    """A short stable name for a database, for per-database runtime files."""
+    if url.get_backend_name() == "sqlite":
+        ident = str(Path(url.database).resolve())
+    else:
+        ident = url.set(password=None).render_as_string()
+    return hashlib.sha1(ident.encode()).hexdigest()[:12]
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn, _record) -> None:
+        # The driver's own transaction handling is replaced by explicit BEGINs below.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn) -> None:
+        # Writers take the write lock up front: a deferred transaction that later
+        # needs it fails with "database is locked" instead of waiting its turn.
+        if conn.get_execution_options().get("sqlite_read"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | URL, pool_size: int = 5) -> Engine:
+    """A new engine for ``url`` with djctl's settings for its dialect."""
+    parsed = normalize_url(url) if isinstance(url, str) else url
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        _sqlite_events(engine)
+        return engine
+    kwargs: dict = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
+    if backend in ("mysql", "mariadb"):
+        # READ COMMITTED keeps SKIP LOCKED claims from taking gap locks on each other.
+        kwargs["isolation_level"] = "READ COMMITTED"
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    else:
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    return create_engine(parsed, **kwargs)
+
+
+_engines: dict[tuple[int, str], Engine] = {}
+_lock = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    """The process-wide engine for ``url``; a forked child gets its own, never its parent's sockets."""
+    key = (os.getpid(), url)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = make_engine(url)
+        return engine
+
+
+def dispose_inherited() -> None:
+    """In a freshly forked child: drop the parent's engines without closing the parent's connections."""
+    with _lock:
+        for (pid, _url), engine in list(_engines.items()):
+            if pid != os.getpid():
+                engine.dispose(close=False)
+                del _engines[(pid, _url)]

@@ -1,0 +1,372 @@
+"""Everything the console reads and does: the database, the supervisor, the log.
+
+Nothing here touches Textual, so the console's data and actions are tested and
+benchmarked without a terminal. The app calls :class:`Source` from thread workers only:
+every method may block on the database or the control socket.
+
+One refresh (:meth:`DatabaseSource.snapshot`) is a handful of queries whose cost does
+not grow with the number of jobs except for the per-queue counts, which read one index
+(``stats.queue_depth``): the failed list and the oldest ready job are read per
+(queue, priority) group from the indexes' ranges.
+
+The supervisor is reached only through :class:`SupervisorLink` (the control socket's
+client); with no supervisor running, the processes come read-only from the
+``djctl_processes`` table that every supervisor keeps up to date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import psutil
+from sqlalchemy import Connection, and_, delete, func, select, union_all, update
+
+from .. import api, claim, config, doorbell, stats, store
+from ..daemon import control
+from ..daemon.paths import Paths
+from ..schema import delayed_jobs, djctl_processes
+
+Clock = Callable[[], datetime]
+DEFAULT_QUEUE = "(default)"
+"""How the console names the default (NULL) queue, in its tables and its filter."""
+FAILED_LIMIT = 100
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def queue_label(queue: str | None) -> str:
+    return DEFAULT_QUEUE if queue is None else queue
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What the operator narrowed the view to with ``/``: a queue (None: every queue;
+    :data:`DEFAULT_QUEUE` the default one), a job class and a free text (substrings,
+    any case; empty matches all). Failed-job actions on "all shown" obey it."""
+
+    queue: str | None = None
+    job_class: str = ""
+    text: str = ""
+
+    def wants(self, queue: str | None) -> bool:
+        return self.queue is None or self.queue == queue_label(queue)
+
+    @property
+    def failed(self) -> stats.FailedFilter:
+        return stats.FailedFilter(job_class=self.job_class, text=self.text)
+
+    def describe(self) -> str:
+        """``queue=mail class=Resize text="boom"``, or empty for no filter."""
+        parts = []
+        if self.queue is not None:
+            parts.append(f"queue={self.queue}")
+        if self.job_class:
+            parts.append(f"class={self.job_class}")
+        if self.text:
+            parts.append(f'text="{self.text}"')
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One queue and priority: stats.Depth plus the oldest ready job's run_at."""
+
+    queue: str | None
+    priority: int
+    ready: int
+    scheduled: int
+    running: int
+    failed: int
+    oldest_ready: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Process:
+    """One supervised process on some host. ``pid`` is None for a type scaled to zero;
+    ``cpu`` (percent) and ``memory`` (RSS bytes) are known for this host's processes
+    only; ``stale`` when its supervisor stopped reporting (heartbeat expired)."""
+
+    name: str
+    type: str
+    host: str
+    pid: int | None
+    state: str
+    since: datetime | None = None
+    command: str = ""
+    local: bool = True
+    cpu: float | None = None
+    memory: int | None = None
+    job: str | None = None
+    job_since: datetime | None = None
+    stale: bool = False
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """What the local supervisor said (``running``) or why it said nothing (``note``)."""
+
+    running: bool
+    formation: Mapping[str, int] = field(default_factory=dict)
+    types: Mapping[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one refresh shows. Times are naive UTC, as the database keeps them,
+    except ``taken_at`` (aware)."""
+
+    taken_at: datetime
+    supervisor: Supervision
+    processes: tuple[Process, ...] = ()
+    queues: tuple[QueueRow, ...] = ()
+    failed: tuple[stats.FailedJob, ...] = ()
+    failed_total: int = 0
+
+
+class ActionError(Exception):
+    """An operator action could not be done; the message is one line to show."""
+
+
+class Source(Protocol):
+    """The console's data and actions. Every method may block: call from workers."""
+
+    clock: Clock
+    description: str
+    log_path: Path | None
+
+    def snapshot(self, flt: JobFilter) -> Snapshot: ...
+    def traceback(self, job_id: int) -> str | None: ...
+    def scale(self, process_type: str, delta: int) -> str: ...
+    def retry(self, ids: Sequence[int]) -> int: ...
+    def retry_failed(self, flt: JobFilter) -> int: ...
+    def delete(self, ids: Sequence[int]) -> int: ...
+    def delete_failed(self, flt: JobFilter) -> int: ...
+    def clear_queue(self, queue: str | None) -> int: ...
+
+
+class SupervisorLink:
+    """The console's one door to the supervisor: the control socket's client in
+    ``state_dir``. Knows nothing of the supervisor's files."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+
+    def ps(self) -> tuple[dict | None, str]:
+        """The supervisor's ``ps`` reply, or None and why there is none."""
+        try:
+            return control.Client(self.state_dir, timeout=5.0).request("ps"), ""
+        except control.NotRunning:
+            return None, "no supervisor running"
+        except (control.ControlError, OSError, ValueError) as e:
+            return None, f"supervisor: {e}"
+
+    def scale(self, process_type: str, delta: int) -> dict[str, int]:
+        """Scale ``process_type`` by ``delta``; the new formation. ActionError on refusal."""
+        sign = "+" if delta >= 0 else "-"
+        reply = self._request("scale", args=[f"{process_type}{sign}{abs(delta)}"])
+        return dict(reply.get("formation") or {})
+
+    def _request(self, cmd: str, **args: Any) -> dict:
+        try:
+            return control.Client(self.state_dir).request(cmd, **args)
+        except control.NotRunning:
+            raise ActionError("no supervisor running (start one with: djctl up)") from None
+        except control.ControlError as e:
+            raise ActionError(str(e)) from None
+        except (OSError, ValueError) as e:
+            raise ActionError(f"the supervisor did not answer: {e}") from None
+
+
+def log_path(settings: config.Settings) -> Path:
+    """Where the supervisor of ``settings`` writes its log (``djctl logs`` reads the same)."""
+    return Paths(settings.state_dir).log
+
+
+class DatabaseSource:
+    """The live :class:`Source`: the configured database and the local supervisor."""
+
+    def __init__(self, settings: config.Settings, clock: Clock = utcnow,
+                 supervisor: SupervisorLink | None = None, host: str | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.supervisor = supervisor or SupervisorLink(settings.state_dir)
+        self.host = host or claim.hostname()
+        self.description = store.describe(store.normalize_url(settings.database_url))
+        self.log_path: Path | None = log_path(settings)
+        self._engine = api.engine(settings.database_url)
+        self._psutil: dict[int, psutil.Process] = {}
+
+    # -- reading ------------------------------------------------------------------
+
+    def snapshot(self, flt: JobFilter) -> Snapshot:
+        """One refresh: processes, queue depth, failed jobs (at most FAILED_LIMIT)."""
+        taken = self.clock()
+        now = api.utc_naive(taken)
+        ps, why = self.supervisor.ps()
+        with self._read() as conn:
+            depth = [d for d in stats.queue_depth(conn, now) if flt.wants(d.queue)]
+            ready = [(d.queue, d.priority) for d in depth if d.ready]
+            oldest = stats.oldest_ready(conn, now, ready)
+            failing = [(d.queue, d.priority) for d in depth if d.failed]
+            failed = stats.failed_jobs(conn, failing, flt.failed, FAILED_LIMIT)
+            if flt.job_class or flt.text:
+                total = stats.count_failed(conn, failing, flt.failed)
+            else:
+                total = sum(d.failed for d in depth)
+            processes = self._processes(conn, ps, now)
+        queues = tuple(QueueRow(d.queue, d.priority, d.ready, d.scheduled, d.running, d.failed,
+                                oldest.get((d.queue, d.priority))) for d in depth)
+        if ps is None:
+            supervision = Supervision(False, note=why)
+        else:
+            supervision = Supervision(True, dict(ps.get("formation") or {}), dict(ps.get("types") or {}))
+        return Snapshot(taken, supervision, tuple(processes), queues, tuple(failed), total)
+
+    def traceback(self, job_id: int) -> str | None:
+        """The full last_error of job ``job_id`` (None when it has none or is gone)."""
+        with self._read() as conn:
+            return conn.scalar(select(delayed_jobs.c.last_error).where(delayed_jobs.c.id == job_id))
+
+    def _read(self) -> Connection:
+        return self._engine.connect().execution_options(sqlite_read=True)
+
+    def _processes(self, conn: Connection, ps: dict | None, now: datetime) -> list[Process]:
+        found: list[Process] = []
+        if ps is not None:
+            for p in ps.get("processes") or []:
+                found.append(Process(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
+                                     _parse_time(p.get("since")), str(p.get("command") or "")))
+            named = {p.type for p in found}
+            for t in ps.get("types") or {}:
+                if t not in named:
+                    found.append(Process(t, t, self.host, None, "scaled to 0", command=ps["types"][t]))
+        timeout = timedelta(seconds=self.settings.heartbeat_timeout)
+        for r in self._registry_rows(conn):
+            local = r.host == self.host
+            if local and ps is not None:
+                continue  # the supervisor's own answer is fresher than its last heartbeat
+            state = r.state
+            if local and (r.pid is None or not psutil.pid_exists(r.pid)):
+                state = "down"
+            stale = not local and r.heartbeat_at is not None and now - r.heartbeat_at > timeout
+            found.append(Process(r.name, r.type, r.host, r.pid, state, r.started_at, r.command or "",
+                                 local=local, stale=stale))
+        jobs = self._current_jobs(conn, [p for p in found if p.pid is not None])
+        out = []
+        for p in found:
+            job = jobs.get((p.host, p.pid))
+            cpu, mem = self._usage(p.pid) if p.local and p.state not in ("down", "crashed") else (None, None)
+            out.append(replace(p, cpu=cpu, memory=mem, job=job[0] if job else None,
+                                job_since=job[1] if job else None))
+        out.sort(key=lambda p: (not p.local, p.host, p.type, _number(p.name)))
+        return out
+
+    def _registry_rows(self, conn: Connection) -> list[Any]:
+        p = djctl_processes.c
+        return list(conn.execute(select(p.host, p.pid, p.name, p.type, p.state, p.command, p.started_at,
+                                        p.heartbeat_at)))
+
+    def _current_jobs(self, conn: Connection, procs: Iterable[Process]) -> dict[tuple[str, int], tuple[str, datetime]]:
+        names = {claim.worker_name(p.host, p.pid): (p.host, p.pid) for p in procs if p.pid is not None}
+        if not names:
+            return {}
+        t = delayed_jobs.c
+        # The oldest claim of each worker is the job it runs (the others are read ahead).
+        parts = [
+            select(t.id, t.locked_by, t.locked_at, func.substr(t.handler, 1, 1000).label("handler"))
+            .where(t.locked_by == name, t.failed_at.is_(None))
+            .order_by(t.locked_at, t.id).limit(1).subquery()
+            for name in names
+        ]
+        rows = conn.execute(union_all(*[select(*p.c) for p in parts]))
+        return {names[r.locked_by]: (f"{stats.job_name(r.handler or '')} (id={r.id})", r.locked_at) for r in rows}
+
+    def _usage(self, pid: int | None) -> tuple[float | None, int | None]:
+        if pid is None:
+            return None, None
+        try:
+            proc = self._psutil.get(pid)
+            if proc is None or not proc.is_running():
+                proc = self._psutil[pid] = psutil.Process(pid)
+            with proc.oneshot():
+                return proc.cpu_percent(None), proc.memory_info().rss
+        except (psutil.Error, OSError):
+            self._psutil.pop(pid, None)
+            return None, None
+
+    # -- acting -------------------------------------------------------------------
+
+    def scale(self, process_type: str, delta: int) -> str:
+        """Scale through the supervisor; the line to show (Heroku's words)."""
+        formation = self.supervisor.scale(process_type, delta)
+        n = formation.get(process_type, 0)
+        return f"Scaling {process_type} processes... done, now running {process_type} at {n}."
+
+    def retry(self, ids: Sequence[int]) -> int:
+        """Run these failed jobs again now; how many there were."""
+        t = delayed_jobs.c
+        return self._retry(and_(t.id.in_(list(ids)), t.failed_at.is_not(None))) if ids else 0
+
+    def retry_failed(self, flt: JobFilter) -> int:
+        """Run again every failed job matching ``flt``; how many."""
+        return self._retry(self._failed_where(flt))
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Delete these jobs unless a worker holds them now; how many were deleted."""
+        if not ids:
+            return 0
+        t = delayed_jobs.c
+        return self._write(delete(delayed_jobs).where(t.id.in_(list(ids)),
+                                                      t.locked_at.is_(None) | t.failed_at.is_not(None)))
+
+    def delete_failed(self, flt: JobFilter) -> int:
+        """Delete every failed job matching ``flt``; how many."""
+        return self._write(delete(delayed_jobs).where(self._failed_where(flt)))
+
+    def clear_queue(self, queue: str | None) -> int:
+        """Delete every job of ``queue`` (None: the default queue), as ``djctl clear --queue``."""
+        t = delayed_jobs.c
+        return self._write(delete(delayed_jobs).where(t.queue.is_(None) if queue is None else t.queue == queue))
+
+    def _failed_where(self, flt: JobFilter):
+        t = delayed_jobs.c
+        where = [t.failed_at.is_not(None), *flt.failed.clauses()]
+        if flt.queue is not None:
+            where.append(t.queue.is_(None) if flt.queue == DEFAULT_QUEUE else t.queue == flt.queue)
+        return and_(*where)
+
+    def _retry(self, where: Any) -> int:
+        now = api.utc_naive(self.clock())
+        n = self._write(update(delayed_jobs).where(where).values(
+            failed_at=None, attempts=0, run_at=now, locked_at=None, locked_by=None, updated_at=now))
+        url = store.normalize_url(self.settings.database_url)
+        if n and url.get_backend_name() != "postgresql":
+            doorbell.ring(doorbell.bell_dir(store.url_key(url)))  # PostgreSQL's trigger wakes them
+        return n
+
+    def _write(self, stmt: Any) -> int:
+        with self._engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount or 0)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A naive UTC datetime from the supervisor's iso8601 text."""
+    if not value:
+        return None
+    try:
+        return api.utc_naive(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None
+
+
+def _number(name: str) -> int:
+    tail = name.rpartition(".")[2]
+    return int(tail) if tail.isdigit() else 0
+
