@@ -12,7 +12,7 @@ import pytest
 
 import djctl
 from tests.conftest import count, wait_for
-from tests.jobs import Touch
+from tests.jobs import Gate, Touch
 from tests.test_supervisor_helpers import App, heavy, job_row, locked
 
 
@@ -35,8 +35,10 @@ def test_a_worker_killed_mid_job_has_its_claim_released_within_a_second(app, tmp
     """Acceptance 3."""
     app.run("up")
     pid = app.wait_up(1)["worker.1"]
-    job = djctl.enqueue(Touch(str(tmp_path / "runs.txt"), "slow", seconds=120))
-    wait_for(lambda: locked(app.db_url), message="the job claimed")
+    path = tmp_path / "runs.txt"
+    job = djctl.enqueue(Gate(str(path), str(tmp_path / "never"), limit=120))
+    # Started, not just claimed: a claimed job not yet started is given back with its attempt.
+    wait_for(lambda: path.exists() and path.read_text().startswith("start"), message="the job to start")
     assert locked(app.db_url) == [(job, f"host:{os.uname().nodename} pid:{pid}")]
 
     os.kill(pid, signal.SIGKILL)

@@ -252,11 +252,14 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
     while time.monotonic() < deadline:
         try:
             reply = Client(paths.state_dir).request("ps")
-        except (NotRunning, ControlError):
+        except NotRunning:
             break
-        if not set(names) & set(reply.get("restarting", [])):
-            finished = True
-            break
+        except ControlError:
+            pass  # busy for a moment (a slow database under the loop): ask again
+        else:
+            if not set(names) & set(reply.get("restarting", [])):
+                finished = True
+                break
         time.sleep(0.05)
     click.echo(render.restart_message(target, finished))
 

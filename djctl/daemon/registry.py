@@ -50,7 +50,10 @@ def alive(pid: int | None, started: datetime | None = None) -> bool:
     if pid is None or pid <= 0:
         return False
     try:
-        created = psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # dead, waiting for its new parent (init) to reap it
+        created = process.create_time()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.Error:
