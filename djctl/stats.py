@@ -8,10 +8,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Sequence
 
-from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, text, union_all
+from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
 
 from .job import display_name
-from .schema import Timestamp, delayed_jobs
+from .schema import delayed_jobs
+
+
+Group = tuple[str | None, int]
 
 
 @dataclass(frozen=True)
@@ -29,21 +32,61 @@ class Depth:
         return asdict(self)
 
 
-_DEPTH = text(
-    "SELECT queue, priority, "
-    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at <= :now THEN 1 ELSE 0 END), "
-    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at > :now THEN 1 ELSE 0 END), "
-    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NOT NULL THEN 1 ELSE 0 END), "
-    "SUM(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END) "
-    "FROM delayed_jobs GROUP BY queue, priority"
-).bindparams(bindparam("now", type_=Timestamp))
-
-
 def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
-    """Counts per queue and priority, the default queue (None) first, then by name and priority."""
-    rows = [Depth(q, int(p), int(a), int(b), int(c), int(d)) for q, p, a, b, c, d in conn.execute(_DEPTH, {"now": now})]
-    rows.sort(key=lambda d: (d.queue is not None, d.queue or "", d.priority))
-    return rows
+    """Counts per queue and priority, the default queue (None) first, then by name and priority.
+
+    Every part is a range of the delayed_jobs_depth index (queue, priority, failed_at,
+    locked_at, run_at): the groups are found by one seek each, then each state of a group
+    is counted over its own range. Each index entry is stepped over once, with no
+    expression evaluated per row, which is several times cheaper than one grouped scan
+    that sorts each row into a state.
+    """
+    t = delayed_jobs.c
+    out = []
+    for group in groups(conn):
+        where = _in_group(group)
+        alive = and_(where, t.failed_at.is_(None))
+        waiting = and_(alive, t.locked_at.is_(None))
+        counts = conn.execute(select(
+            _count(and_(waiting, t.run_at <= now)),
+            _count(and_(waiting, t.run_at > now)),
+            _count(and_(alive, t.locked_at.is_not(None))),
+            _count(and_(where, t.failed_at.is_not(None))),
+        )).one()
+        out.append(Depth(group[0], group[1], *(int(n) for n in counts)))
+    return out
+
+
+def groups(conn: Connection) -> list[Group]:
+    """Every (queue, priority) in the table, the default queue first: a loose scan of
+    the depth index, one short seek per group whatever the number of rows."""
+    t = delayed_jobs.c
+
+    def first(column, *where):
+        # ORDER BY the whole index prefix: PostgreSQL does not treat IS NULL as an
+        # equality when it decides whether the index gives the order.
+        stmt = select(column).where(*where).order_by(t.queue, t.priority).limit(1)
+        return conn.execute(stmt).scalar_one_or_none()
+
+    found: list[Group] = []
+
+    def priorities(queue: str | None) -> None:
+        same = t.queue.is_(None) if queue is None else t.queue == queue
+        priority = first(t.priority, same)
+        while priority is not None:
+            found.append((queue, int(priority)))
+            priority = first(t.priority, same, t.priority > priority)
+
+    priorities(None)
+    queue = first(t.queue, t.queue.is_not(None))
+    while queue is not None:
+        priorities(queue)
+        queue = first(t.queue, t.queue > queue)
+    return found
+
+
+def _count(where):
+    return select(func.count()).select_from(delayed_jobs).where(where).scalar_subquery()
 
 
 def render_depth(rows: list[Depth]) -> str:
@@ -69,7 +112,6 @@ def render_depth(rows: list[Depth]) -> str:
 # the query is one range of an index: their cost depends on the number of groups, never
 # on the number of rows in the table.
 
-Group = tuple[str | None, int]
 _NAME_RE = re.compile(r'\{"(job|call)":"((?:[^"\\]|\\.)*)"(,"self":)?')
 _HANDLER_PREFIX = 1000
 _ERROR_PREFIX = 500

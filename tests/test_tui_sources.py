@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 import pytest
@@ -55,6 +56,33 @@ def test_failed_jobs_newest_first_limited_and_filtered(db_url):
         assert stats.failed_jobs(conn, g, stats.FailedFilter(job_class="touch")) == []
         assert [j.id for j in stats.failed_jobs(conn, [(None, 0)])] == [second, first]
         assert stats.failed_jobs(conn, []) == []
+
+
+def test_queue_depth_counts_every_queue_priority_and_state(db_url):
+    """Depth agrees with counting the rows one by one, over queues that sort before and
+    after each other (and the default queue, which sorts differently on each database)."""
+    rng = random.Random(7)
+    now = api.now()
+    expected: dict = {}
+    states = ("ready", "scheduled", "running", "failed")
+    jobs = []
+    for i in range(300):
+        queue, priority = rng.choice([None, "a", "mail", "z" * 20]), rng.choice([-5, 0, 3, 100])
+        state = rng.choice(states)
+        run_at = now + timedelta(minutes=5) if state == "scheduled" else now - timedelta(seconds=rng.randint(1, 99))
+        jobs.append((djctl.enqueue(Touch("/dev/null", str(i)), queue=queue, priority=priority, run_at=run_at), state))
+        counts = expected.setdefault((queue, priority), dict.fromkeys(states, 0))
+        counts[state] += 1
+    engine = api.engine(db_url)
+    with engine.begin() as conn:
+        for state, column in (("running", "locked_at"), ("failed", "failed_at")):
+            ids = [j for j, s in jobs if s == state]
+            conn.execute(text(f"UPDATE delayed_jobs SET {column} = :t, locked_by = :by WHERE id IN ({','.join(map(str, ids))})"),
+                         {"t": api.utc_naive(now), "by": "host:x pid:1" if state == "running" else None})
+    with engine.connect() as conn:
+        depth = stats.queue_depth(conn, api.utc_naive(now))
+    assert {(d.queue, d.priority): {s: getattr(d, s) for s in states} for d in depth} == expected
+    assert [(d.queue, d.priority) for d in depth] == sorted(expected, key=lambda g: (g[0] is not None, g[0] or "", g[1]))
 
 
 def test_oldest_ready_per_group(db_url):
