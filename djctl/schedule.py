@@ -215,7 +215,8 @@ def _upsert(conn: Connection, row: dict):
         ("updated_at", new.updated_at),
     ]
     if dialect in ("postgresql", "sqlite"):
-        return stmt.on_conflict_do_update(index_elements=[_c.schedule_key], set_=dict(changes))
+        return stmt.on_conflict_do_update(index_elements=[_c.schedule_key], index_where=_c.schedule_key.is_not(None),
+                                          set_=dict(changes))
     return stmt.on_duplicate_key_update(changes)
 
 

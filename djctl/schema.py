@@ -28,6 +28,8 @@ LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 _open = text("failed_at IS NULL AND locked_at IS NULL")
+_locked = text("locked_by IS NOT NULL")
+_scheduled = text("schedule_key IS NOT NULL")
 
 delayed_jobs = Table(
     "delayed_jobs",
@@ -76,8 +78,12 @@ delayed_jobs = Table(
     ).ddl_if(dialect=("postgresql", "sqlite")),
     # Counting per queue and priority (stats, the console) reads only this index.
     Index("delayed_jobs_depth", "queue", "priority", "failed_at", "locked_at", "run_at"),
-    Index("delayed_jobs_locked_by", "locked_by"),
-    Index("delayed_jobs_schedule_key", "schedule_key", unique=True),
+    # Few rows are locked and fewer are schedules: where partial indexes exist these
+    # hold only those rows, so enqueues and completions do not maintain them for every
+    # job, and PostgreSQL's planner is not tempted to delete through them.
+    Index("delayed_jobs_locked_by", "locked_by", postgresql_where=_locked, sqlite_where=_locked),
+    Index("delayed_jobs_schedule_key", "schedule_key", unique=True,
+          postgresql_where=_scheduled, sqlite_where=_scheduled),
 )
 
 # One row per supervised process, written on every heartbeat of its supervisor. The
