@@ -126,6 +126,19 @@ def test_a_vanished_socket_does_not_raise(tmp_path: Path) -> None:
         assert notifier.stopping() is False
 
 
+def test_a_receiver_that_stops_reading_never_blocks_the_sender(listener: Listener) -> None:
+    """Its queue full, the messages that do not fit are dropped: the supervisor's loop,
+    which sends STATUS, must not wait for systemd (or anyone) to read."""
+    notifier = Notifier.from_environ({"NOTIFY_SOCKET": listener.address})
+    sent: list[bool] = []
+    sender = threading.Thread(target=lambda: sent.extend(notifier.status(f"s{i}") for i in range(1000)))
+    sender.start()
+    sender.join(DEADLINE)
+    assert not sender.is_alive(), "a send blocked on the full queue"
+    assert sent[0] and not sent[-1]
+    assert listener.pending()[0] == "STATUS=s0"
+
+
 def test_unset_keeps_the_socket_from_children(listener: Listener) -> None:
     environ = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "1000000", "PATH": "/bin"}
     notifier = Notifier.from_environ(environ, unset=True)

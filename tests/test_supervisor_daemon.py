@@ -9,8 +9,9 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import stat
+import subprocess
+import threading
 import time
 
 import psutil
@@ -20,7 +21,6 @@ import djctl
 from tests.conftest import count, wait_for
 from tests.jobs import Gate, Touch
 from tests.test_supervisor_helpers import App, heavy, locked, registered
-
 
 # The lighter acceptance tests run on MySQL too; the others on SQLite and PostgreSQL.
 ALSO_ON_MYSQL = {"test_up_scale_down_up"}
@@ -122,6 +122,13 @@ def test_sigkilled_supervisor_leaves_no_orphans_and_next_up_recovers(app, tmp_pa
              message="the long job to run again")
     assert short not in dict(locked(app.db_url))
     app.cli("down")
+
+
+def _keep_reading(listener: socket.socket, received: list[str]) -> None:
+    """Collect every datagram until the socket is idle for its timeout or closed."""
+    with contextlib.suppress(OSError):
+        while True:
+            received.append(listener.recv(4096).decode())
 
 
 def _running(pid: int) -> bool:
@@ -232,6 +239,8 @@ def test_foreground_speaks_sd_notify_and_sets_heroku_variables(app, db_kind, tmp
         while received.count("WATCHDOG=1") < 2:
             received.append(listener.recv(4096).decode())
         assert app.supervisor_pid() == proc.pid  # it did not fork away
+        # From now on, read the socket as systemd does: all the time.
+        threading.Thread(target=_keep_reading, args=(listener, received), daemon=True).start()
         first = wait_for(lambda: app.log_has(r"app\[env\.1\]: DYNO="), message="env.1's line")
         assert first[0].endswith("app[env.1]: DYNO=env.1 PORT=5100 NOTIFY=none")
 
@@ -241,12 +250,7 @@ def test_foreground_speaks_sd_notify_and_sets_heroku_variables(app, db_kind, tmp
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        messages = []
-        listener.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                messages.append(listener.recv(4096).decode())
-        assert "STOPPING=1" in messages
+        wait_for(lambda: "STOPPING=1" in received, message="STOPPING=1")
         out = proc.stdout.read()
         assert f"Starting djctl supervisor... done (pid {proc.pid}), running worker=1 env=1" in out
         assert re.search(r"^\S+ app\[env\.1\]: DYNO=env\.1 ", out, re.M)  # the log, echoed

@@ -90,7 +90,8 @@ def _request(paths: Paths, cmd: str, **args) -> dict:
 @click.pass_context
 def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
     """Start the supervisor and the formation; return once they are up."""
-    from .launch import LaunchError, Plan, run_supervisor, start_daemon
+    from .launch import LaunchError, run_supervisor, start_daemon
+    from .service import Plan
     from .supervisor import Policy
 
     s, paths = _setup(ctx, create=True)
@@ -255,7 +256,7 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
         except NotRunning:
             break
         except ControlError:
-            pass  # busy for a moment (a slow database under the loop): ask again
+            pass  # busy for a moment: ask again
         else:
             if not set(names) & set(reply.get("restarting", [])):
                 finished = True

@@ -65,8 +65,10 @@ class Notifier:
         try:
             # A fresh socket per message, as libsystemd does: nothing to share between
             # threads, nothing stale after systemd restarts its end.
+            # Non-blocking: a receiver that stops reading (its queue full) loses the
+            # message rather than stalling the supervisor's loop.
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(text.encode("utf-8"), self._address)
+                sock.sendto(text.encode("utf-8"), socket.MSG_DONTWAIT, self._address)
         except OSError:
             return False
         return True
