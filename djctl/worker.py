@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import api, claim, config, executor, journal, store
 from .claim import ClaimedJob, Claims, Filter
+from .recurrence import next_run
 from .wakeup import Waker, open_waker
 
 Log = Callable[[str], None]
@@ -439,8 +440,6 @@ class Worker:
             self.claims.complete(conn, done)
         for o in outcomes:
             if o.job.recurring:
-                from .recurrence import next_run
-
                 self.claims.reschedule(conn, o.job.id, next_run(o.job, now), now, o.error)
             elif not o.ok:
                 self.claims.fail(conn, o.job.id, o.error or "", now, o.retry_at, self.settings.destroy_failed_jobs)

@@ -14,44 +14,20 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Mapping, TextIO
+from typing import Callable, TextIO
 
-from .. import api, config
+from .. import api
 from .formation import FormationStore
 from .logs import LogWriter
 from .notify import Notifier
-from .paths import Paths
 from .pidfile import AlreadyRunning, PidFile
 from .registry import Registry
 from .render import ProcessInfo
-from .service import Config, Printer, Supervisor
-from .supervisor import Policy
+from .service import Plan, Printer, Supervisor
 
 
 class LaunchError(Exception):
     """The supervisor did not come up; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything ``djctl up`` validated, ready to run."""
-
-    settings: config.Settings
-    cwd: Path
-    types: Mapping[str, str]
-    formation: Mapping[str, int]
-    policy: Policy
-    host: str
-    extra_env: Mapping[str, str]
-    reload: bool = False
-    umask: int | None = None
-    """The user's umask, given back to the processes (the daemon itself runs with 0o077)."""
-
-    @property
-    def paths(self) -> Paths:
-        return Paths(self.settings.state_dir)
 
 
 Ready = Callable[[list[ProcessInfo]], None]
@@ -70,14 +46,11 @@ def run_supervisor(plan: Plan, on_started: Callable[[int], None], on_ready: Read
         on_started(os.getpid())
         # Only the supervisor speaks to systemd; its children must not inherit the socket.
         notifier = Notifier.from_environ(unset=True)
-        environ = {**os.environ, **plan.extra_env}
         log = LogWriter(plan.paths.log, s.log_max_bytes, s.log_backups)
         store = FormationStore(plan.paths.formation)
         store.save(plan.formation)
         registry = Registry(api.engine(s.database_url), plan.host, os.getpid(), s.max_attempts)
-        cfg = Config(plan.cwd, plan.paths, plan.types, plan.formation, plan.policy, plan.host,
-                     environ, s.heartbeat_interval, s.heartbeat_timeout, plan.reload, plan.umask)
-        Supervisor(cfg, Printer(log, echo), store, registry, notifier).run(on_ready)
+        Supervisor(plan, Printer(log, echo), store, registry, notifier).run(on_ready)
     finally:
         pidfile.release()
         if log is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
+from ..config import Settings
 from . import render
 from .control import ControlError, Server
 from .formation import FormationStore, ScaleError, format_formation, parse_scale
@@ -67,27 +68,29 @@ class Printer:
 
 
 @dataclass(frozen=True)
-class Config:
-    """What a supervisor runs and how."""
+class Plan:
+    """Everything ``djctl up`` validated, ready to run."""
 
+    settings: Settings
     cwd: Path
-    paths: Paths
     types: Mapping[str, str]
     formation: Mapping[str, int]
     policy: Policy
     host: str
-    environ: Mapping[str, str]
-    heartbeat_interval: float
-    heartbeat_timeout: float
+    extra_env: Mapping[str, str]
     reload: bool = False
     umask: int | None = None
-    """The processes' umask: the user's, not the daemon's owner-only one (None: inherit)."""
+    """The user's umask, given back to the processes (the daemon itself runs with 0o077)."""
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.settings.state_dir)
 
 
 class Supervisor:
     """Runs the formation until stopped; see :meth:`run`."""
 
-    def __init__(self, config: Config, printer: Printer, store: FormationStore,
+    def __init__(self, config: Plan, printer: Printer, store: FormationStore,
                  registry: Registry | None, notifier: Notifier) -> None:
         self.config = config
         self.printer = printer
@@ -95,7 +98,7 @@ class Supervisor:
         self.registry = registry
         self.notifier = notifier
         self.manager = Manager(config.types, self._spawn, printer.event, config.policy)
-        self._real_spawn = spawner(config.cwd, config.environ, list(config.types),
+        self._real_spawn = spawner(config.cwd, {**os.environ, **config.extra_env}, list(config.types),
                                    umask=config.umask)
         self._children: dict[int, Process] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
@@ -122,7 +125,7 @@ class Supervisor:
                 for r in self.registry.recover_local():
                     self.printer.event(SUPERVISOR, render.released(r.count, r.worker) + f" ({r.name}, dead)")
                 heartbeat = self._heartbeat = Heartbeat(
-                    self.registry, self.config.heartbeat_interval, self.config.heartbeat_timeout,
+                    self.registry, self.config.settings.heartbeat_interval, self.config.settings.heartbeat_timeout,
                     lambda: self._snapshot, self.printer.event)
             server = Server(self.config.paths, self._on_request, self._on_refused)
             server.start()
