@@ -74,15 +74,9 @@ class JobFilter:
 
 
 @dataclass(frozen=True)
-class QueueRow:
+class QueueRow(stats.Depth):
     """One queue and priority: stats.Depth plus the oldest ready job's run_at."""
 
-    queue: str | None
-    priority: int
-    ready: int
-    scheduled: int
-    running: int
-    failed: int
     oldest_ready: datetime | None = None
 
 
