@@ -266,7 +266,10 @@ class DjctlTop(App[None]):
             parts.append(f"filter: {self.filter.describe()}")
         if error:
             parts.append(f"[b red]{error}[/]")
-        self.dashboard.query_one("#status", Static).update(" · ".join(parts))
+        # query, not query_one: a refresh may land while the app is closing and the
+        # dashboard's widgets are already gone.
+        for status in self.dashboard.query("#status").results(Static):
+            status.update(" · ".join(parts))
 
     # -- the log ------------------------------------------------------------------
 
