@@ -221,6 +221,7 @@ class Worker:
         idle = False  # the last claim found nothing ready
         next_poll = 0.0
         next_maintenance = 0.0
+        next_listen = 0.0  # when to try LISTEN (or the doorbell) again after losing it
         db_retry_at = 0.0
         db_backoff = 0.5
         stopping_sent = False
@@ -233,7 +234,8 @@ class Worker:
                 try:
                     waker = open_waker(url)
                 except Exception as e:  # noqa: BLE001 - polling still works without wake-ups
-                    self._say(f"wake-ups unavailable ({e}); polling every {self.sleep_delay}s")
+                    self._say(f"wake-ups unavailable ({_one_line(e)}); polling every {self.sleep_delay}s")
+                    next_listen = self.clock() + max(self.sleep_delay, 1.0)
             while True:
                 now = self.clock()
                 if self._stop and child is not None and not stopping_sent:
@@ -263,12 +265,6 @@ class Worker:
                         self._say(f"database unavailable ({_one_line(e)}); retrying in {db_backoff:.1f}s")
                         db_backoff = min(db_backoff * 2, 10.0)
                         jobs = None
-                    if now >= next_maintenance and jobs is not None and waker is None and not until_empty:
-                        # The database answers again: so may LISTEN, lost in an outage.
-                        try:
-                            waker = open_waker(url)
-                        except Exception:  # noqa: BLE001 - polling goes on meanwhile
-                            pass
                     if now >= next_maintenance and jobs is not None:
                         # Often enough that claims waiting in the read-ahead are renewed
                         # long before they could look expired (see _transact).
@@ -280,6 +276,15 @@ class Worker:
                         idle = not jobs
                         if idle:
                             next_poll = self.clock() + self.sleep_delay
+                    if jobs is not None and waker is None and not until_empty and now >= next_listen:
+                        # The database answers: so may LISTEN, lost in an outage. Once it
+                        # listens, claim once more: a job enqueued meanwhile rang no one.
+                        try:
+                            waker = open_waker(url)
+                            idle = False
+                            self._say("wake-ups are back")
+                        except Exception:  # noqa: BLE001 - polling goes on meanwhile
+                            next_listen = now + max(self.sleep_delay, 1.0)
                 batch = []
                 while pending and len(sent) < window and not self._stop:
                     job = pending.popleft()
@@ -316,10 +321,11 @@ class Worker:
                 if waker is not None and waker.fileno() in ready:
                     try:
                         waker.drain()
-                    except Exception:  # noqa: BLE001 - a lost LISTEN connection: poll until it is back
+                    except Exception as e:  # noqa: BLE001 - a lost LISTEN connection: poll until it is back
                         with contextlib.suppress(Exception):
                             waker.close()
                         waker = None
+                        self._say(f"wake-ups lost ({_one_line(e)}); polling every {self.sleep_delay}s until they are back")
                     idle = False
                 if child is not None and child.from_child in ready:
                     messages = child.read()

@@ -114,3 +114,35 @@ def test_a_claim_committed_unseen_during_an_outage_is_given_back_at_once(db_kind
     assert sorted(runs(path)) == ["0", "1", "2"]
     assert app.up_pids() == {"worker.1": pid}
     app.cli("down")
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql"))
+def test_an_idle_worker_listens_again_as_soon_as_the_database_answers(db_kind, request, tmp_path, proxy):
+    """LISTEN's connection dies with the others in an outage. Polling keeps the work going
+    meanwhile, and the first statement that succeeds afterwards brings LISTEN back."""
+    url = request.getfixturevalue("db_url")
+    app = make_app(request, tmp_path, DJ_DATABASE_URL=proxy.url(url), DJ_SLEEP_DELAY="1")
+    try:
+        app.run("up", "--formation", "worker=1")
+        pid = app.wait_up(1)["worker.1"]
+
+        def listening() -> int:
+            with djctl.engine().connect() as conn:
+                return conn.scalar(text("SELECT count(*) FROM pg_stat_activity "
+                                        "WHERE datname = current_database() AND query = 'LISTEN djctl_jobs'"))
+
+        wait_for(lambda: listening() == 1, message="the worker to listen")
+        proxy.cut()
+        wait_for(lambda: app.log_has(rf"pid:{pid}\)\] wake-ups lost"), 15, message="the worker to notice")
+        wait_for(lambda: listening() == 0, message="its LISTEN connection to end")
+        proxy.restore()
+        wait_for(lambda: app.log_has(rf"pid:{pid}\)\] wake-ups are back"), 15, message="LISTEN again")
+        assert listening() == 1
+        path = tmp_path / "runs.txt"
+        djctl.enqueue(Record(str(path), "after"))
+        wait_for(lambda: count(app.db_url) == 0, 15, message="the job to run")
+        assert runs(path) == {"after": 1}
+        assert app.up_pids() == {"worker.1": pid}
+        app.cli("down")
+    finally:
+        app.kill_everything()
