@@ -31,6 +31,7 @@ def app(db_kind, request, tmp_path):
     a.kill_everything()
 
 
+@pytest.mark.serial  # a one-second deadline: run alone, after the parallel part of the suite
 def test_a_worker_killed_mid_job_has_its_claim_released_within_a_second(app, tmp_path):
     """Acceptance 3."""
     app.run("up")
