@@ -68,7 +68,7 @@ def _insert_rows(execute: Any, rows: list[dict], dialect: str) -> list[int]:
     if dialect == "sqlite":
         # SQLite numbers one statement's rows in VALUES order; asking SQLAlchemy to
         # sort RETURNING would make it insert row by row.
-        return sorted(execute.scalars(stmt.returning(delayed_jobs.c.id), rows))
+        return sorted(execute.scalars(stmt.returning(delayed_jobs.c.id), rows).all())
     if dialect == "postgresql":
         # One JSON parameter instead of seven a row: the driver need not parse a
         # statement of thousands of placeholders. The sequence numbers the rows in
@@ -77,9 +77,9 @@ def _insert_rows(execute: Any, rows: list[dict], dialect: str) -> list[int]:
             {"handler": r["handler"], "priority": r["priority"], "queue": r["queue"], "run_at": r["run_at"].isoformat()}
             for r in rows
         ])
-        return sorted(execute.scalars(_PG_BULK, {"rows": data, "now": rows[0]["created_at"]}))
+        return sorted(execute.scalars(_PG_BULK, {"rows": data, "now": rows[0]["created_at"]}).all())
     # Elsewhere RETURNING rows may come back in any order unless asked.
-    return list(execute.scalars(stmt.returning(delayed_jobs.c.id, sort_by_parameter_order=True), rows))
+    return execute.scalars(stmt.returning(delayed_jobs.c.id, sort_by_parameter_order=True), rows).all()
 
 
 def _insert(rows: list[dict], session: Session | None) -> list[int]:

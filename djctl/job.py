@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -15,10 +16,15 @@ def encode_job(job: Any) -> dict:
     if not callable(getattr(job, "perform", None)):
         raise TypeError(f"{type(job).__name__} has no perform() method; use djctl.delay() for plain callables")
     if dataclasses.is_dataclass(job):
-        state = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
+        state = {name: getattr(job, name) for name in _field_names(type(job))}
     else:
         state = dict(vars(job))
     return {"job": name_of(type(job)), "state": payload.encode_value(state, f"{type(job).__name__} attribute")}
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def encode_call(func: Any, self: Any, args: tuple, kwargs: dict, method: str | None = None) -> dict:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 TAG = "__djctl__"
+_PLAIN = (str, int, bool)  # exactly these types: subclasses (enums) are tagged
 
 
 class HandlerError(Exception):
@@ -124,7 +125,8 @@ def encode_value(value: Any, where: str = "argument") -> Any:
                 raise TypeError(f"{where}: dictionary key {k!r} is not a string; JSON keys must be")
             if k == TAG:
                 raise TypeError(f"{where}: the key {TAG!r} is reserved by djctl")
-            out[k] = encode_value(v, f"{where}[{k!r}]")
+            # Plain values as they are, without building the path an error would name.
+            out[k] = v if v is None or type(v) in _PLAIN else encode_value(v, f"{where}[{k!r}]")
         return out
     if isinstance(value, (set, frozenset)):
         kind = "set" if isinstance(value, set) else "frozenset"
@@ -260,8 +262,11 @@ def _load_orm(cls: type, pk: tuple) -> Any:
     return obj
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(data)
 
 
 def loads(text: str) -> dict:
