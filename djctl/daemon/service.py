@@ -90,16 +90,16 @@ class Plan:
 class Supervisor:
     """Runs the formation until stopped; see :meth:`run`."""
 
-    def __init__(self, config: Plan, printer: Printer, store: FormationStore,
+    def __init__(self, plan: Plan, printer: Printer, store: FormationStore,
                  registry: Registry | None, notifier: Notifier) -> None:
-        self.config = config
+        self.plan = plan
         self.printer = printer
         self.store = store
         self.registry = registry
         self.notifier = notifier
-        self.manager = Manager(config.types, self._spawn, printer.event, config.policy)
-        self._real_spawn = spawner(config.cwd, {**os.environ, **config.extra_env}, list(config.types),
-                                   umask=config.umask)
+        self.manager = Manager(plan.types, self._spawn, printer.event, plan.policy)
+        self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, list(plan.types),
+                                   umask=plan.umask)
         self._children: dict[int, Process] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._selector = selectors.DefaultSelector()
@@ -120,23 +120,23 @@ class Supervisor:
         previous = self._install_signals()
         heartbeat = server = watcher = None
         try:
-            self.printer.event(SUPERVISOR, f"Supervisor starting (pid {os.getpid()}, host {self.config.host})")
+            self.printer.event(SUPERVISOR, f"Supervisor starting (pid {os.getpid()}, host {self.plan.host})")
             if self.registry is not None:
                 for r in self.registry.recover_local():
                     self.printer.event(SUPERVISOR, render.released(r.count, r.worker) + f" ({r.name}, dead)")
                 heartbeat = self._heartbeat = Heartbeat(
-                    self.registry, self.config.settings.heartbeat_interval, self.config.settings.heartbeat_timeout,
+                    self.registry, self.plan.settings.heartbeat_interval, self.plan.settings.heartbeat_timeout,
                     lambda: self._snapshot, self.printer.event)
-            server = Server(self.config.paths, self._on_request, self._on_refused)
+            server = Server(self.plan.paths, self._on_request, self._on_refused)
             server.start()
             start_watchdog(self.notifier, self._stop_event,
                            lambda: time.monotonic() - self._alive_at < 10 * _POLL)
-            if self.config.reload:
+            if self.plan.reload:
                 from .reload import CodeWatcher
 
-                watcher = CodeWatcher(self.config.cwd, self._on_code_change, [self.config.paths.state_dir])
+                watcher = CodeWatcher(self.plan.cwd, self._on_code_change, [self.plan.paths.state_dir])
                 watcher.start()
-            self.manager.scale(self.config.formation)
+            self.manager.scale(self.plan.formation)
             self._snapshot = tuple(self.manager.processes())
             if heartbeat is not None:
                 heartbeat.start()
@@ -299,7 +299,7 @@ class Supervisor:
         self.printer.event(SUPERVISOR, f"Stopping supervisor ({why})")
         self.notifier.stopping()
         self.manager.stop_all()
-        self._give_up_at = time.monotonic() + self.config.policy.grace_period + _STOP_MARGIN
+        self._give_up_at = time.monotonic() + self.plan.policy.grace_period + _STOP_MARGIN
 
     def _restart_all(self, why: str) -> None:
         try:
@@ -338,9 +338,9 @@ class Supervisor:
         return {
             "processes": [p.as_dict() for p in self.manager.processes()],
             "formation": dict(self.manager.formation),
-            "types": dict(self.config.types),
+            "types": dict(self.plan.types),
             "restarting": self.manager.restarting,
-            "supervisor": {"pid": os.getpid(), "host": self.config.host, "stopping": self.manager.stopping},
+            "supervisor": {"pid": os.getpid(), "host": self.plan.host, "stopping": self.manager.stopping},
         }
 
     def _scale(self, request: dict) -> dict:
@@ -352,7 +352,7 @@ class Supervisor:
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise ControlError('scale takes "args": ["worker=2", ...] or "formation": {...}', usage=True)
         try:
-            formation = parse_scale(args, self.manager.formation, list(self.config.types))
+            formation = parse_scale(args, self.manager.formation, list(self.plan.types))
         except ScaleError as e:
             raise ControlError(str(e), usage=True) from None
         try:
@@ -380,7 +380,7 @@ class Supervisor:
         return {"stopping": True, "pid": os.getpid()}
 
     def _on_code_change(self, paths: list[str]) -> None:
-        shown = os.path.relpath(paths[0], self.config.cwd) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+        shown = os.path.relpath(paths[0], self.plan.cwd) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
 
         def restart() -> None:
             if not self.manager.stopping:
