@@ -84,6 +84,11 @@ delayed_jobs = Table(
     Index("delayed_jobs_locked_by", "locked_by", postgresql_where=_locked, sqlite_where=_locked),
     Index("delayed_jobs_schedule_key", "schedule_key", unique=True,
           postgresql_where=_scheduled, sqlite_where=_scheduled),
+    # A job's id is never given to another job, as with PostgreSQL's sequence and
+    # MySQL's AUTO_INCREMENT: without AUTOINCREMENT SQLite reuses the highest id once
+    # its row is deleted, and a worker's journal, the log or an operator's `retry 214`
+    # would then name a different job.
+    sqlite_autoincrement=True,
 )
 
 # One row per supervised process, written on every heartbeat of its supervisor. The

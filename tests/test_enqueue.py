@@ -153,6 +153,19 @@ def test_enqueue_many_inserts_every_job_in_one_round_trip(engine, tmp_path):
     assert djctl.enqueue_many([]) == []
 
 
+def test_a_job_id_is_never_given_to_another_job(engine, tmp_path):
+    """Ids outlive their rows: the log, a worker's journal and `djctl retry ID` must never
+    name a later job with an earlier one's id, even once the newest job is gone."""
+    first = djctl.enqueue(jobs.Touch(str(tmp_path / "out"), "first"))
+    assert djctl.Worker(log=lambda line: None).work_off()[0] == 1
+    assert count(engine.url.render_as_string(hide_password=False)) == 0
+    second = djctl.enqueue(jobs.Touch(str(tmp_path / "out"), "second"))
+    assert second > first
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM delayed_jobs"))
+    assert djctl.enqueue_many([jobs.Touch(str(tmp_path / "out"), "third")])[0] > second
+
+
 def test_enqueue_many_with_one_bad_job_enqueues_none(db_url, tmp_path):
     good = [jobs.Touch(str(tmp_path), f"k{i}") for i in range(5)]
     with pytest.raises(TypeError):
