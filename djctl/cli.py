@@ -248,7 +248,7 @@ def upgrade(ctx: click.Context) -> None:
     try:
         eng = store.engine_for(s.database_url)
         applied = migrations.upgrade(eng)
-    except DBAPIError as e:
+    except (DBAPIError, TimeoutError) as e:
         raise Failure(f"cannot upgrade {store.describe(store.normalize_url(s.database_url))}: {_first_line(e)}") from None
     for m in applied:
         click.echo(f"Applied migration {m.version}: {m.description}")

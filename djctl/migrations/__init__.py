@@ -72,30 +72,36 @@ def current_version(engine: Engine) -> int:
 
 def upgrade(engine: Engine) -> list[Migration]:
     """Apply every migration not yet applied; returns those it applied. Safe to run concurrently."""
-    with engine.begin() as conn:
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7715021)")
-        elif dialect in ("mysql", "mariadb"):
-            # DDL commits implicitly on MySQL; a named lock serialises concurrent upgrades.
-            conn.exec_driver_sql("SELECT GET_LOCK('djctl_schema_migrations', 60)")
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return _upgrade(engine)
+    # DDL commits implicitly on MySQL, so no transaction can hold the others back: a
+    # named lock, held on a connection of its own until the versions are committed.
+    with engine.connect() as lock:
+        if lock.exec_driver_sql("SELECT GET_LOCK('djctl_schema_migrations', 60)").scalar() != 1:
+            raise TimeoutError("another djctl db upgrade held the migration lock for 60 s")
         try:
-            schema_migrations.create(conn, checkfirst=True)
-            done = _applied(conn)
-            applied = []
-            for migration in MIGRATIONS:
-                if migration.version in done:
-                    continue
-                migration.apply(conn)
-                conn.execute(
-                    schema_migrations.insert().values(
-                        version=migration.version,
-                        description=migration.description,
-                        applied_at=datetime.now(timezone.utc).replace(tzinfo=None),
-                    )
-                )
-                applied.append(migration)
-            return applied
+            return _upgrade(engine)
         finally:
-            if dialect in ("mysql", "mariadb"):
-                conn.exec_driver_sql("SELECT RELEASE_LOCK('djctl_schema_migrations')")
+            lock.exec_driver_sql("SELECT RELEASE_LOCK('djctl_schema_migrations')")
+
+
+def _upgrade(engine: Engine) -> list[Migration]:
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7715021)")
+        schema_migrations.create(conn, checkfirst=True)
+        done = _applied(conn)
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            migration.apply(conn)
+            conn.execute(
+                schema_migrations.insert().values(
+                    version=migration.version,
+                    description=migration.description,
+                    applied_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                )
+            )
+            applied.append(migration)
+        return applied
