@@ -179,57 +179,65 @@ def job_name(handler: str) -> str:
 def failed_jobs(conn: Connection, groups: Sequence[Group], flt: FailedFilter = FailedFilter(),
                 limit: int = 100) -> list[FailedJob]:
     """The ``limit`` most recently failed jobs of ``groups`` matching ``flt``, newest first."""
-    if not groups or limit <= 0:
+    if limit <= 0:
         return []
     t = delayed_jobs.c
-    parts = [
-        select(t.id, t.queue, t.priority, t.attempts, t.failed_at,
-               func.substr(t.handler, 1, _HANDLER_PREFIX).label("handler"),
-               func.substr(t.last_error, 1, _ERROR_PREFIX).label("error"))
-        .where(_in_group(g), t.failed_at.is_not(None), *flt.clauses())
-        .order_by(t.queue.desc(), t.priority.desc(), t.failed_at.desc()).limit(limit).subquery()
-        for g in groups
-    ]
-    # Each group sorted and limited on its own, inside a subquery (SQLite allows no ORDER
-    # BY / LIMIT on the members of a compound select), in the depth index's own order
-    # (queue, priority, failed_at): the scan stops after ``limit`` rows. A tie-breaker
-    # would sort every failed row of the group, and without queue and priority in the
-    # ORDER BY PostgreSQL sorts them too when the group's queue IS NULL.
-    union = union_all(*[select(*p.c) for p in parts]).subquery()
-    stmt = select(*union.c).order_by(union.c.failed_at.desc(), union.c.id.desc()).limit(limit)
+    found = []
+    for chunk in _chunks(groups):
+        parts = [
+            select(t.id, t.queue, t.priority, t.attempts, t.failed_at,
+                   func.substr(t.handler, 1, _HANDLER_PREFIX).label("handler"),
+                   func.substr(t.last_error, 1, _ERROR_PREFIX).label("error"))
+            .where(_in_group(g), t.failed_at.is_not(None), *flt.clauses())
+            .order_by(t.queue.desc(), t.priority.desc(), t.failed_at.desc()).limit(limit).subquery()
+            for g in chunk
+        ]
+        # Each group sorted and limited on its own, inside a subquery (SQLite allows no ORDER
+        # BY / LIMIT on the members of a compound select), in the depth index's own order
+        # (queue, priority, failed_at): the scan stops after ``limit`` rows. A tie-breaker
+        # would sort every failed row of the group, and without queue and priority in the
+        # ORDER BY PostgreSQL sorts them too when the group's queue IS NULL.
+        union = union_all(*[select(*p.c) for p in parts]).subquery()
+        found += conn.execute(select(*union.c).order_by(union.c.failed_at.desc(), union.c.id.desc()).limit(limit))
+    found.sort(key=lambda r: (r.failed_at, r.id), reverse=True)
     return [
         FailedJob(int(r.id), job_name(r.handler or ""), r.queue, int(r.priority), int(r.attempts),
                   r.failed_at, (r.error or "").strip().split("\n", 1)[0])
-        for r in conn.execute(stmt)
+        for r in found[:limit]
     ]
 
 
 def count_failed(conn: Connection, groups: Sequence[Group], flt: FailedFilter = FailedFilter()) -> int:
     """How many failed jobs of ``groups`` match ``flt``. Without a text filter the
     caller can sum queue_depth's ``failed`` instead, which costs nothing more."""
-    if not groups:
-        return 0
     t = delayed_jobs.c
-    stmt = select(func.count()).where(or_(*[_in_group(g) for g in groups]), t.failed_at.is_not(None),
-                                      *flt.clauses())
-    return int(conn.execute(stmt).scalar_one())
+    return sum(
+        int(conn.execute(select(func.count()).where(or_(*[_in_group(g) for g in chunk]), t.failed_at.is_not(None),
+                                                    *flt.clauses())).scalar_one())
+        for chunk in _chunks(groups)
+    )
 
 
 def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> dict[Group, datetime]:
     """The run_at of the oldest ready job of each group that has one."""
-    if not groups:
-        return {}
     t = delayed_jobs.c
-    # ORDER BY ... LIMIT 1 rather than MIN(): one step down the claim index even for the
-    # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.
-    parts = [
-        select(literal(i).label("g"), t.run_at.label("oldest"))
-        .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None))
-        .order_by(t.queue, t.priority, t.run_at).limit(1).subquery()
-        for i, g in enumerate(groups)
-    ]
     found: dict[Group, datetime] = {}
-    for i, oldest in conn.execute(union_all(*[select(*p.c) for p in parts])):
-        if oldest is not None and oldest <= now:
-            found[groups[int(i)]] = oldest
+    for chunk in _chunks(groups):
+        # ORDER BY ... LIMIT 1 rather than MIN(): one step down the claim index even for the
+        # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.
+        parts = [
+            select(literal(i).label("g"), t.run_at.label("oldest"))
+            .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None))
+            .order_by(t.queue, t.priority, t.run_at).limit(1).subquery()
+            for i, g in enumerate(chunk)
+        ]
+        for i, oldest in conn.execute(union_all(*[select(*p.c) for p in parts])):
+            if oldest is not None and oldest <= now:
+                found[chunk[int(i)]] = oldest
     return found
+
+
+def _chunks(groups: Sequence[Group], size: int = 200) -> list[Sequence[Group]]:
+    """``groups`` in slices small enough for one statement each: SQLite allows 500 terms
+    in a compound SELECT and an expression 1,000 deep."""
+    return [groups[i:i + size] for i in range(0, len(groups), size)]
