@@ -130,6 +130,10 @@ class Server:
                 if self._on_refused is not None:
                     self._on_refused(pid, uid)
                 try:
+                    # Read its request first: a unix socket closed with unread data resets
+                    # the connection, and the client would lose the answer.
+                    conn.settimeout(1.0)
+                    conn.makefile("rb").readline(_MAX_REQUEST)
                     _send(conn, {"ok": False, "error": f"permission denied: uid {uid} does not own this supervisor"})
                     conn.shutdown(socket.SHUT_WR)
                 except OSError:
