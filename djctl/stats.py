@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Sequence
 
-from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
+from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, text, union_all
 
 from .job import display_name
-from .schema import delayed_jobs
+from .schema import Timestamp, delayed_jobs
 
 
 Group = tuple[str | None, int]
@@ -35,15 +35,21 @@ class Depth:
 def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     """Counts per queue and priority, the default queue (None) first, then by name and priority.
 
-    Every part is a range of the delayed_jobs_depth index (queue, priority, failed_at,
-    locked_at, run_at): the groups are found by one seek each, then each state of a group
-    is counted over its own range. Each index entry is stepped over once, with no
-    expression evaluated per row, which is several times cheaper than one grouped scan
-    that sorts each row into a state.
+    With a few groups, every part is a range of the delayed_jobs_depth index (queue,
+    priority, failed_at, locked_at, run_at): the groups are found by one seek each, then
+    each state of a group is counted over its own range, so each index entry is stepped
+    over once with no expression evaluated per row. With many groups those statements
+    cost more than one grouped scan of the index, which is used instead.
     """
+    found = groups(conn, most=MANY_GROUPS)
+    if found is None:
+        rows = [Depth(q, int(p), int(a), int(b), int(c), int(d))
+                for q, p, a, b, c, d in conn.execute(_DEPTH, {"now": now})]
+        rows.sort(key=lambda d: (d.queue is not None, d.queue or "", d.priority))
+        return rows
     t = delayed_jobs.c
     out = []
-    for group in groups(conn):
+    for group in found:
         where = _in_group(group)
         alive = and_(where, t.failed_at.is_(None))
         waiting = and_(alive, t.locked_at.is_(None))
@@ -57,9 +63,21 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     return out
 
 
-def groups(conn: Connection) -> list[Group]:
+MANY_GROUPS = 32
+_DEPTH = text(
+    "SELECT queue, priority, "
+    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at <= :now THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at > :now THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NOT NULL THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END) "
+    "FROM delayed_jobs GROUP BY queue, priority"
+).bindparams(bindparam("now", type_=Timestamp))
+
+
+def groups(conn: Connection, most: int | None = None) -> list[Group] | None:
     """Every (queue, priority) in the table, the default queue first: a loose scan of
-    the depth index, one short seek per group whatever the number of rows."""
+    the depth index, one short seek per group whatever the number of rows. None once
+    more than ``most`` are found."""
     t = delayed_jobs.c
 
     def first(column, *where):
@@ -70,17 +88,22 @@ def groups(conn: Connection) -> list[Group]:
 
     found: list[Group] = []
 
-    def priorities(queue: str | None) -> None:
+    def priorities(queue: str | None) -> bool:
         same = t.queue.is_(None) if queue is None else t.queue == queue
         priority = first(t.priority, same)
         while priority is not None:
             found.append((queue, int(priority)))
+            if most is not None and len(found) > most:
+                return False
             priority = first(t.priority, same, t.priority > priority)
+        return True
 
-    priorities(None)
+    if not priorities(None):
+        return None
     queue = first(t.queue, t.queue.is_not(None))
     while queue is not None:
-        priorities(queue)
+        if not priorities(queue):
+            return None
         queue = first(t.queue, t.queue > queue)
     return found
 
@@ -222,6 +245,14 @@ def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> di
     """The run_at of the oldest ready job of each group that has one."""
     t = delayed_jobs.c
     found: dict[Group, datetime] = {}
+    if len(groups) > MANY_GROUPS:  # one grouped statement, as for queue_depth
+        wanted = set(groups)
+        stmt = (select(t.queue, t.priority, func.min(t.run_at))
+                .where(t.failed_at.is_(None), t.locked_at.is_(None), t.run_at <= now).group_by(t.queue, t.priority))
+        for queue, priority, oldest in conn.execute(stmt):
+            if (queue, int(priority)) in wanted:
+                found[(queue, int(priority))] = oldest
+        return found
     for chunk in _chunks(groups):
         # ORDER BY ... LIMIT 1 rather than MIN(): one step down the claim index even for the
         # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.

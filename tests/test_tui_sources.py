@@ -6,10 +6,11 @@ import random
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, text, update
 
 import djctl
 from djctl import api, claim, config, stats
+from djctl.schema import delayed_jobs
 from djctl.tui.sources import DEFAULT_QUEUE, DatabaseSource, JobFilter
 from djctl.worker import Worker
 from tests.conftest import count
@@ -89,16 +90,21 @@ def test_hundreds_of_queue_and_priority_groups(db_url):
     """600 groups: more than SQLite accepts in one compound SELECT, so the per-group
     queries go in slices; the console's answers are the same as for a few groups."""
     now = api.now()
-    ids = [djctl.enqueue(Touch("/dev/null", str(i)), queue=f"q{i // 5:03}", priority=i % 5,
-                         run_at=now - timedelta(minutes=1)) for i in range(600)]
+    ids = djctl.enqueue_many([Touch("/dev/null", str(i)) for i in range(600)], run_at=now - timedelta(minutes=1))
     failed = ids[::2]
-    with api.engine(db_url).begin() as conn:
-        for i, job in enumerate(failed):
-            conn.execute(text("UPDATE delayed_jobs SET failed_at = :t WHERE id = :id"),
-                         {"t": api.utc_naive(now - timedelta(seconds=1000 - i)), "id": job})
+    t = delayed_jobs.c
+    with api.engine(db_url).begin() as conn:  # one statement, many rows: each job its own group
+        conn.execute(
+            update(delayed_jobs).where(t.id == bindparam("job"))
+            .values(queue=bindparam("q"), priority=bindparam("p"), failed_at=bindparam("f")),
+            [{"job": job, "q": f"q{i // 5:03}", "p": i % 5,
+              "f": api.utc_naive(now - timedelta(seconds=1000 - i // 2)) if i % 2 == 0 else None}
+             for i, job in enumerate(ids)])
     with api.engine(db_url).connect() as conn:
-        g = groups(conn, api.utc_naive(now))
-        assert len(g) == 600
+        depth = stats.queue_depth(conn, api.utc_naive(now))
+        assert [(d.queue, d.priority, d.ready, d.failed, d.scheduled + d.running) for d in depth] == [
+            (f"q{i // 5:03}", i % 5, i % 2, 1 - i % 2, 0) for i in range(600)]
+        g = [(d.queue, d.priority) for d in depth]
         assert [j.id for j in stats.failed_jobs(conn, g)] == failed[::-1][:100]
         assert stats.count_failed(conn, g) == 300
         assert stats.count_failed(conn, g, stats.FailedFilter(text="Touch")) == 300
