@@ -227,7 +227,10 @@ async def test_l_shows_the_log_filtered_like_logs_p(db):
         await until(pilot, lambda: isinstance(app.screen, LogScreen))
         lines = lambda: app.screen.query_one("Log").lines  # noqa: E731
         await until(pilot, lambda: len(lines()) == 3, message="the whole log")
-        await pilot.press("p", *"worker", "enter")
+        await pilot.press("p")
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "proc-filter",
+                    message="the -p input")
+        await pilot.press(*"worker", "enter")
         await until(pilot, lambda: len(lines()) == 2 and all("worker." in ln for ln in lines()),
                     message="only the worker lines")
         with LogWriter(path) as log:
