@@ -41,7 +41,7 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     over once with no expression evaluated per row. With many groups those statements
     cost more than one grouped scan of the index, which is used instead.
     """
-    found = groups(conn, most=MANY_GROUPS)
+    found = groups(conn, most=_MANY_GROUPS)
     if found is None:
         rows = [Depth(q, int(p), int(a), int(b), int(c), int(d))
                 for q, p, a, b, c, d in conn.execute(_DEPTH, {"now": now})]
@@ -63,7 +63,7 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     return out
 
 
-MANY_GROUPS = 32
+_MANY_GROUPS = 32  # past this, one grouped scan costs less than statements per group
 _DEPTH = text(
     "SELECT queue, priority, "
     "SUM(CASE WHEN failed_at IS NULL AND locked_at IS NULL AND run_at <= :now THEN 1 ELSE 0 END), "
@@ -132,8 +132,8 @@ def render_depth(rows: list[Depth]) -> str:
 
 # --- Failed jobs and the oldest ready job: more queries the console shares. ---
 # Both take the (queue, priority) groups that queue_depth found, so that each part of
-# the query is one range of an index: their cost depends on the number of groups, never
-# on the number of rows in the table.
+# the query is one range of an index: their cost depends on the number of groups, not
+# on the number of rows in the table (past _MANY_GROUPS, oldest_ready scans instead).
 
 _NAME_RE = re.compile(r'\{"(job|call)":"((?:[^"\\]|\\.)*)"(,"self":)?')
 _HANDLER_PREFIX = 1000
@@ -245,7 +245,7 @@ def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> di
     """The run_at of the oldest ready job of each group that has one."""
     t = delayed_jobs.c
     found: dict[Group, datetime] = {}
-    if len(groups) > MANY_GROUPS:  # one grouped statement, as for queue_depth
+    if len(groups) > _MANY_GROUPS:  # one grouped statement, as for queue_depth
         wanted = set(groups)
         stmt = (select(t.queue, t.priority, func.min(t.run_at))
                 .where(t.failed_at.is_(None), t.locked_at.is_(None), t.run_at <= now).group_by(t.queue, t.priority))
@@ -253,18 +253,19 @@ def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> di
             if (queue, int(priority)) in wanted:
                 found[(queue, int(priority))] = oldest
         return found
-    for chunk in _chunks(groups):
-        # ORDER BY ... LIMIT 1 rather than MIN(): one step down the claim index even for the
-        # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.
-        parts = [
-            select(literal(i).label("g"), t.run_at.label("oldest"))
-            .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None))
-            .order_by(t.queue, t.priority, t.run_at).limit(1).subquery()
-            for i, g in enumerate(chunk)
-        ]
-        for i, oldest in conn.execute(union_all(*[select(*p.c) for p in parts])):
-            if oldest is not None and oldest <= now:
-                found[chunk[int(i)]] = oldest
+    if not groups:
+        return found
+    # ORDER BY ... LIMIT 1 rather than MIN(): one step down the claim index even for the
+    # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.
+    parts = [
+        select(literal(i).label("g"), t.run_at.label("oldest"))
+        .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None))
+        .order_by(t.queue, t.priority, t.run_at).limit(1).subquery()
+        for i, g in enumerate(groups)
+    ]
+    for i, oldest in conn.execute(union_all(*[select(*p.c) for p in parts])):
+        if oldest is not None and oldest <= now:
+            found[groups[int(i)]] = oldest
     return found
 
 
