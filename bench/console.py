@@ -25,8 +25,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, bindparam, text
 
-from djctl import api, config, stats
-from djctl.schema import Timestamp
+from djctl import api, config
+from djctl.queue import stats
+from djctl.queue.schema import Timestamp
 
 from . import common
 

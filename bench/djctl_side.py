@@ -14,8 +14,10 @@ from pathlib import Path
 
 
 import djctl
-from djctl import claim, config, store
-from djctl.stats import queue_depth
+from djctl import config
+from djctl.queue import claims as claim
+from djctl.queue import engines as store
+from djctl.queue.stats import queue_depth
 
 from . import common, fill
 from .jobs import Noop, Stamp
@@ -128,7 +130,7 @@ class Djctl:
 
     def claim_round_ms(self, rounds: int) -> float:
         """Median ms per worker round: one transaction that deletes the 10 jobs claimed in the
-        previous round and claims the next 10, with djctl's own SQL (djctl.claim.Claims; one
+        previous round and claims the next 10, with djctl's own SQL (djctl.queue.claims.Claims; one
         statement where the worker uses one)."""
         fill.insert_rows(self.engine, (rounds + 10) * 10, "ready")
         claims = claim.Claims(self.dialect, claim.worker_name("bench", os.getpid()))

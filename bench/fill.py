@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, bindparam, text
 
-from djctl.schema import Timestamp
+from djctl.queue.schema import Timestamp
 
 HANDLER = json.dumps({"job": "bench.jobs:Noop", "state": {}}, separators=(",", ":"))
 

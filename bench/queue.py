@@ -17,7 +17,7 @@ local server, dropped afterwards):
   ``--samples`` jobs ``--gap`` s apart, each writing time.time() when it starts; latency =
   that minus time.time() read just before djctl.enqueue. p50/p99 in ms.
 - claim cost: median ms of a worker round — one transaction deleting the 10 jobs claimed in
-  the previous round and claiming the next 10 with djctl's own SQL (djctl.claim.Claims) —
+  the previous round and claiming the next 10 with djctl's own SQL (djctl.queue.claims.Claims) —
   first with only ready jobs in the table, then again after ``--rows`` failed and scheduled
   rows were bulk-loaded (one INSERT ... SELECT over generate_series / a recursive CTE /
   MariaDB's seq table; VACUUM ANALYZE after it on PostgreSQL, as autovacuum would).

@@ -6,11 +6,11 @@
     djctl.delay(photo).upload(size=3)
 """
 
-from .api import configure, engine, now
-from .config import Settings
-from .enqueue import delay, enqueue, enqueue_many, handle_asynchronously, job
-from .schedule import schedule, unschedule
-from .worker import Worker
+from djctl.api import configure, engine, now
+from djctl.config import Settings
+from djctl.enqueue import delay, enqueue, enqueue_many, handle_asynchronously, job
+from djctl.schedules import schedule, unschedule
+from djctl.worker.worker import Worker
 
 __all__ = [
     "Settings",

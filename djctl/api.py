@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from . import config, migrations, store
+from djctl import config
+from djctl.queue import migrations
+from djctl.queue import engines as store
 
 _ready: set[tuple[int, str]] = set()
 _lock = threading.Lock()

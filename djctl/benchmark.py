@@ -12,10 +12,10 @@ from typing import Callable
 
 from sqlalchemy import delete
 
-from . import api
-from .enqueue import enqueue, enqueue_many
-from .schema import delayed_jobs
-from .worker import Worker
+from djctl import api
+from djctl.enqueue import enqueue, enqueue_many
+from djctl.queue.schema import delayed_jobs
+from djctl.worker.worker import Worker
 
 QUEUE = "djctl-bench"
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from . import api
-from .enqueue import enqueue_many
+from djctl import api
+from djctl.enqueue import enqueue_many
 
 
 @dataclass

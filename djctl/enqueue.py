@@ -13,9 +13,10 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import bindparam, event, insert, text
 from sqlalchemy.orm import Session
 
-from . import api, config, doorbell, payload
-from .job import encode_call, encode_job
-from .schema import Timestamp, delayed_jobs
+from djctl import api, config, payload
+from djctl.queue import doorbell
+from djctl.handlers import encode_call, encode_job
+from djctl.queue.schema import Timestamp, delayed_jobs
 
 
 @dataclass(frozen=True)

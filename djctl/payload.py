@@ -46,7 +46,7 @@ def register_module(module: str) -> None:
 
 
 def allowed_packages(extra: Iterable[str] = ()) -> tuple[str, ...]:
-    from . import config
+    from djctl import config
 
     settings = config.current()
     return tuple(sorted({*settings.app, *settings.allow, *_registered, *extra}))
@@ -243,7 +243,7 @@ class Decoder:
 
 
 def _load_orm(cls: type, pk: tuple) -> Any:
-    from . import api
+    from djctl import api
 
     from sqlalchemy.exc import InvalidRequestError
 

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from croniter.croniter import CroniterError
 
-from .claim import ClaimedJob
+from djctl.queue.claims import ClaimedJob
 
 UTC = timezone.utc
 MAX_EVERY = timedelta(seconds=2**31 - 1)

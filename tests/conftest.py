@@ -19,7 +19,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from djctl import api, config, migrations, schema, store
+from djctl import api, config
+from djctl.queue import migrations
+from djctl.queue import schema
+from djctl.queue import engines as store
 
 ROOT = Path(__file__).resolve().parent.parent
 URLS = {

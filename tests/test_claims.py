@@ -8,9 +8,9 @@ import threading
 from sqlalchemy import select, update
 
 import djctl
-from djctl import claim
-from djctl.claim import Claims, Filter
-from djctl.schema import delayed_jobs
+from djctl.queue import claims as claim
+from djctl.queue.claims import Claims, Filter
+from djctl.queue.schema import delayed_jobs
 from tests import jobs
 
 HOST = claim.hostname()

@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import select, update
 
 import djctl
-from djctl import claim, config
+from djctl import config
+from djctl.queue import claims as claim
 from djctl.config import ConfigError, load_settings
-from djctl.schema import delayed_jobs
+from djctl.queue.schema import delayed_jobs
 from tests import jobs
 from tests.conftest import ROOT, count, djctl_cmd
 
@@ -38,7 +39,7 @@ class Result:
 @pytest.fixture
 def cli(db_url, capsys, monkeypatch):
     """Runs ``djctl ARGS`` in this process, through click's own main(), on ``db_url``."""
-    from djctl.cli import main
+    from djctl.cli.main import main
 
     monkeypatch.setenv("DJ_DATABASE_URL", db_url)
     monkeypatch.setenv("DJ_APP", "tests.jobs")
@@ -328,7 +329,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(db_url, cli, djctl_env
 
 
 def test_a_database_that_does_not_answer_is_one_line(capsys, monkeypatch):
-    from djctl.cli import main
+    from djctl.cli.main import main
 
     previous = config._current
     try:

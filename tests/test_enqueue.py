@@ -14,7 +14,7 @@ from sqlalchemy import String, event, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, object_session
 
 import djctl
-from djctl.schema import delayed_jobs
+from djctl.queue.schema import delayed_jobs
 from tests import jobs
 from tests.conftest import count
 from tests.jobs import Color, Level, Point, add_line

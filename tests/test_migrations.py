@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from djctl import migrations, schema, store
+from djctl.queue import migrations
+from djctl.queue import schema
+from djctl.queue import engines as store
 from tests.conftest import URLS, database_url, djctl_cmd
 
 

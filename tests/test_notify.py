@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from djctl.daemon.notify import Notifier, start_watchdog
+from djctl.daemon.systemd.notify import Notifier, start_watchdog
 
 DEADLINE = 10.0
 
@@ -201,7 +201,7 @@ def test_watchdog_is_withheld_while_the_supervisor_is_stuck(listener: Listener) 
 CHILD = textwrap.dedent(
     """
     import signal, sys, threading
-    from djctl.daemon.notify import Notifier, start_watchdog
+    from djctl.daemon.systemd.notify import Notifier, start_watchdog
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

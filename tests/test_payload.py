@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from djctl import payload
-from djctl.job import encode_call, encode_job, load
+from djctl.handlers import encode_call, encode_job, load
 from djctl.payload import Decoder, HandlerError
 from tests import jobs
 from tests.jobs import Color, Level, Point

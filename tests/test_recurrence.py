@@ -7,12 +7,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select, text, update
 
-from djctl import api, claim
-from djctl.claim import ClaimedJob, Claims
+from djctl import api
+from djctl.queue import claims as claim
+from djctl.queue.claims import ClaimedJob, Claims
 from djctl.recurrence import FALLBACK, Recurrence, next_run
-from djctl.schedule import schedule
-from djctl.schema import delayed_jobs
-from djctl.worker import Worker
+from djctl.schedules import schedule
+from djctl.queue.schema import delayed_jobs
+from djctl.worker.worker import Worker
 from tests.jobs import Touch
 
 UTC = timezone.utc

@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 import djctl
 from djctl import api
-from djctl.schedule import schedule, schedules, unschedule
-from djctl.schema import delayed_jobs
-from djctl.worker import Worker
+from djctl.schedules import schedule, schedules, unschedule
+from djctl.queue.schema import delayed_jobs
+from djctl.worker.worker import Worker
 from tests.conftest import count, djctl_cmd, wait_for
 from tests.jobs import Touch
 

@@ -11,7 +11,7 @@ import pytest
 from djctl.config import ConfigError
 from djctl.daemon import render
 from djctl.daemon.render import ProcessInfo, State
-from djctl.daemon.supervisor import Manager, Policy, SpawnRequest
+from djctl.daemon.manager import Manager, Policy, SpawnRequest
 
 T0 = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
 

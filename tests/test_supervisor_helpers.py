@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from djctl import api, cli, config
+from djctl import api, config
+from djctl.cli import main as cli
 from djctl.daemon.control import Client
 from tests.conftest import djctl_cmd, wait_for
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from djctl.daemon.systemd import (
+from djctl.daemon.systemd.units import (
     DEFAULT_GRACE_SECONDS,
     SystemdError,
     UnitOptions,

@@ -22,7 +22,7 @@ from djctl.daemon.logs import LogWriter
 from djctl.tui.app import ConfirmScreen, DjctlTop, FilterScreen, HelpScreen, LogScreen
 from djctl.tui.sources import DatabaseSource
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel
-from djctl.worker import Worker
+from djctl.worker.worker import Worker
 from tests.conftest import count, djctl_cmd, wait_for
 from tests.jobs import Fail, Touch
 

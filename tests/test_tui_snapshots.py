@@ -17,7 +17,7 @@ from typing import Sequence
 import pytest
 
 from djctl.daemon.logs import LogWriter
-from djctl.stats import FailedJob
+from djctl.queue.stats import FailedJob
 from djctl.tui.app import DjctlTop
 from djctl.tui.sources import JobFilter, Process, QueueRow, Snapshot, Supervision
 

@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import bindparam, text, update
 
 import djctl
-from djctl import api, claim, config, stats
-from djctl.schema import delayed_jobs
+from djctl import api, config
+from djctl.queue import claims as claim
+from djctl.queue import stats
+from djctl.queue.schema import delayed_jobs
 from djctl.tui.sources import DEFAULT_QUEUE, DatabaseSource, JobFilter
-from djctl.worker import Worker
+from djctl.worker.worker import Worker
 from tests.conftest import count
 from tests.jobs import Fail, Touch
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import djctl
-from djctl import api, stats
+from djctl import api
+from djctl.queue import stats
 from djctl.daemon import control
-from djctl.worker import Worker
+from djctl.worker.worker import Worker
 from tests.conftest import djctl_cmd, wait_for
 from tests.jobs import Fail, Touch
 

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select, text, update
 
 import djctl
-from djctl import claim, config
-from djctl.schema import delayed_jobs
+from djctl import config
+from djctl.queue import claims as claim
+from djctl.queue.schema import delayed_jobs
 from tests import jobs
 from tests.conftest import count
 

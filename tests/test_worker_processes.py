@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import select, update
 
 import djctl
-from djctl import api, claim
-from djctl.schema import delayed_jobs
+from djctl import api
+from djctl.queue import claims as claim
+from djctl.queue.schema import delayed_jobs
 from tests import jobs
 from tests.conftest import count, djctl_cmd, wait_for
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .paths import Paths
+from djctl.daemon.paths import Paths
 
 _MAX_REQUEST = 1024 * 1024
 # AF_UNIX paths are limited to 108 bytes; longer ones are reached through /proc.

@@ -16,14 +16,14 @@ import signal
 import time
 from typing import Callable, TextIO
 
-from .. import api
-from .formation import FormationStore
-from .logs import LogWriter
-from .notify import Notifier
-from .pidfile import AlreadyRunning, PidFile
-from .registry import Registry
-from .render import ProcessInfo
-from .service import Plan, Printer, Supervisor
+from djctl import api
+from djctl.daemon.formation import FormationStore
+from djctl.daemon.logs import LogWriter
+from djctl.daemon.systemd.notify import Notifier
+from djctl.daemon.pidfile import AlreadyRunning, PidFile
+from djctl.daemon.registry import Registry
+from djctl.daemon.render import ProcessInfo
+from djctl.daemon.supervisor import Plan, Printer, Supervisor
 
 
 class LaunchError(Exception):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .supervisor import SpawnRequest
+from djctl.daemon.manager import SpawnRequest
 
 PR_SET_PDEATHSIG = 1
 BASE_PORT = 5000
@@ -145,7 +145,7 @@ def spawner(
     python: str = sys.executable,
     umask: int | None = None,
 ) -> Callable[[SpawnRequest], Process]:
-    """The real ``spawn`` for :class:`~djctl.daemon.supervisor.Manager`; each process
+    """The real ``spawn`` for :class:`~djctl.daemon.manager.Manager`; each process
     gets ``umask`` (None: the supervisor's). Must be called from the supervisor's main
     thread: the kernel's parent-death signal follows the thread that forked."""
     supervisor = os.getpid()

@@ -23,10 +23,10 @@ import psutil
 from sqlalchemy import Engine, and_, delete, or_, select, text
 from sqlalchemy.exc import DBAPIError
 
-from .. import claim
-from ..schema import djctl_processes as table
-from . import render
-from .render import ProcessInfo, State
+from djctl.queue import claims as claim
+from djctl.queue.schema import djctl_processes as table
+from djctl.daemon import render
+from djctl.daemon.render import ProcessInfo, State
 
 Wall = Callable[[], datetime]
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Mapping, Sequence
 
-from .formation import format_formation
+from djctl.daemon.formation import format_formation
 
 
 class State(str, Enum):

@@ -1,371 +1,392 @@
-"""The supervisor's decisions: which processes should run, when to start, restart, stop
-and kill them. No I/O of its own.
+"""The running supervisor: one loop in the main thread that feeds the Manager what
+happens (children's output and exits, signals, control requests, code changes) and
+carries out what it decides.
 
-:class:`Manager` is told what happened (``scale``, ``restart``, ``output``, ``exited``,
-``stop_all``) and acts through what it was given: ``spawn`` starts a child, a child's
-``signal`` stops it, ``emit`` reports an event in Heroku's words, ``clock`` says what
-time it is. :meth:`Manager.tick` does whatever has fallen due and says how long until
-the next thing will, so the loop that drives it (service.py) sleeps exactly that long
-and tests replay scripted histories with a fake clock instead of sleeping.
+Threads exist only where blocking is unavoidable: the control socket, the heartbeat
+(database) and the code watcher. They never touch the Manager; they hand the loop a
+function to run (:meth:`Supervisor.call`) and wait for its result.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import selectors
 import signal
+import threading
 import time
-from collections import deque
+import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Callable, Mapping, Protocol
+from pathlib import Path
+from typing import Any, Callable, Mapping, TextIO
 
-from ..config import ConfigError
-from . import render
-from .logs import utcnow
-from .render import ProcessInfo, State
+from djctl.config import Settings
+from djctl.daemon import render
+from djctl.daemon.control import ControlError, Server
+from djctl.daemon.formation import FormationStore, ScaleError, format_formation, parse_scale
+from djctl.daemon.logs import APP, SUPERVISOR, LogLine, LogWriter, utcnow
+from djctl.daemon.systemd.notify import Notifier, start_watchdog
+from djctl.daemon.paths import Paths
+from djctl.daemon.process import Process, spawner
+from djctl.daemon.registry import Heartbeat, Registry
+from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.manager import Manager, Policy, SpawnRequest
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
+# SIGCHLD can be coalesced or land before a child is registered: look anyway this often.
+_POLL = 1.0
+# Past the grace period, how long a stop may take before the loop gives up waiting.
+_STOP_MARGIN = 5.0
+
+
+class Printer:
+    """Every line the supervisor logs: process output as ``app[worker.1]``, its own
+    events as ``djctl[worker.1]``. With ``echo`` (``--foreground``) each line is also
+    written there, as foreman does."""
+
+    def __init__(self, log: LogWriter, echo: TextIO | None = None) -> None:
+        self.log = log
+        self.echo = echo
+
+    def app(self, proc: str, line: str) -> None:
+        self._write(APP, proc, line)
+
+    def event(self, proc: str, message: str) -> None:
+        self._write(SUPERVISOR, proc, message)
+
+    def _write(self, source: str, proc: str, message: str) -> None:
+        self.log.write(source, proc, message)
+        if self.echo is not None:
+            try:
+                for part in message.rstrip("\r\n").split("\n"):
+                    self.echo.write(LogLine(utcnow(), source, proc, part.removesuffix("\r")).render() + "\n")
+                self.echo.flush()
+            except (OSError, ValueError):
+                self.echo = None
 
 
 @dataclass(frozen=True)
-class Policy:
-    """When processes count as up, how restarts back off, how long stops may take.
+class Plan:
+    """Everything ``djctl up`` validated, ready to run."""
 
-    A process is ``up`` once it writes its first line or has run ``up_after`` seconds.
-    One that exits unexpectedly after running ``stable_after`` seconds or more is
-    restarted at once; one that exits sooner is restarted after ``backoff`` seconds,
-    doubling with each quick exit in a row up to ``backoff_max``. A stopped process
-    gets ``grace_period`` seconds between SIGTERM and SIGKILL.
-    """
+    settings: Settings
+    cwd: Path
+    types: Mapping[str, str]
+    formation: Mapping[str, int]
+    policy: Policy
+    host: str
+    extra_env: Mapping[str, str]
+    reload: bool = False
+    umask: int | None = None
+    """The user's umask, given back to the processes (the daemon itself runs with 0o077)."""
 
-    stable_after: float = 10.0
-    backoff: float = 1.0
-    backoff_max: float = 60.0
-    up_after: float = 5.0
-    grace_period: float = 30.0
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.settings.state_dir)
 
-    ENV = {
-        "DJ_RESTART_STABLE_AFTER": "stable_after",
-        "DJ_RESTART_BACKOFF": "backoff",
-        "DJ_RESTART_BACKOFF_MAX": "backoff_max",
-        "DJ_UP_AFTER": "up_after",
-    }
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], grace_period: float) -> Policy:
-        """The defaults, overridden by the ``DJ_RESTART_*`` / ``DJ_UP_AFTER`` variables
-        (seconds). Raises ConfigError (one line) for a value that is not a number >= 0."""
-        values: dict[str, float] = {"grace_period": grace_period}
-        for var, name in cls.ENV.items():
-            raw = env.get(var)
-            if not raw:
+class Supervisor:
+    """Runs the formation until stopped; see :meth:`run`."""
+
+    def __init__(self, plan: Plan, printer: Printer, store: FormationStore,
+                 registry: Registry | None, notifier: Notifier) -> None:
+        self.plan = plan
+        self.printer = printer
+        self.store = store
+        self.registry = registry
+        self.notifier = notifier
+        self.manager = Manager(plan.types, self._spawn, printer.event, plan.policy)
+        self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, list(plan.types),
+                                   umask=plan.umask)
+        self._children: dict[int, Process] = {}
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._snapshot: tuple[ProcessInfo, ...] = ()
+        self._alive_at = time.monotonic()
+        self._give_up_at: float | None = None
+        self._stop_event = threading.Event()
+        self._heartbeat: Heartbeat | None = None
+        self._sigchld = False
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def run(self, on_ready: Callable[[list[ProcessInfo]], None]) -> None:
+        """Start the formation, call ``on_ready`` once every process is up (or has
+        crashed), and return after a stop (SIGTERM, SIGINT, ``djctl down``) once every
+        child has exited and its claims are released. Must run in the main thread."""
+        previous = self._install_signals()
+        heartbeat = server = watcher = None
+        try:
+            self.printer.event(SUPERVISOR, f"Supervisor starting (pid {os.getpid()}, host {self.plan.host})")
+            if self.registry is not None:
+                for r in self.registry.recover_local():
+                    self.printer.event(SUPERVISOR, render.released(r.count, r.worker) + f" ({r.name}, dead)")
+                heartbeat = self._heartbeat = Heartbeat(
+                    self.registry, self.plan.settings.heartbeat_interval, self.plan.settings.heartbeat_timeout,
+                    lambda: self._snapshot, self.printer.event)
+            server = Server(self.plan.paths, self._on_request, self._on_refused)
+            server.start()
+            start_watchdog(self.notifier, self._stop_event,
+                           lambda: time.monotonic() - self._alive_at < 10 * _POLL)
+            if self.plan.reload:
+                from djctl.daemon.reload import CodeWatcher
+
+                watcher = CodeWatcher(self.plan.cwd, self._on_code_change, [self.plan.paths.state_dir])
+                watcher.start()
+            self.manager.scale(self.plan.formation)
+            self._snapshot = tuple(self.manager.processes())
+            if heartbeat is not None:
+                heartbeat.start()
+            self._loop(on_ready)
+        except BaseException:
+            for line in traceback.format_exc().rstrip().splitlines():
+                self.printer.event(SUPERVISOR, line)
+            self._kill_everything()
+            raise
+        finally:
+            self._stop_event.set()
+            if watcher is not None:
+                watcher.stop()
+            if server is not None:
+                server.close()
+            if heartbeat is not None:
+                heartbeat.stop()
+            self._restore_signals(previous)
+            self.printer.event(SUPERVISOR, "Supervisor stopped")
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn`` on the loop's thread and return its result (or raise what it
+        raised). For the other threads."""
+        future: Future = Future()
+        self._calls.put((fn, future))
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:
+            pass
+        return future.result(timeout)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self, on_ready: Callable[[list[ProcessInfo]], None]) -> None:
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        ready = False
+        status = ""
+        next_check = 0.0
+        while True:
+            if self._sigchld or time.monotonic() >= next_check:
+                self._sigchld = False
+                next_check = time.monotonic() + _POLL
+                self._reap()
+            timeout = self.manager.tick()
+            self._snapshot = tuple(self.manager.processes())
+            self._alive_at = time.monotonic()
+            if not ready and self.manager.settled:
+                ready = True
+                on_ready(list(self._snapshot))
+                status = self._status()
+                self.notifier.ready(status)
+            elif ready and self._status() != status:
+                status = self._status()
+                self.notifier.status(status)
+            if self.manager.done:
+                return
+            if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                self.printer.event(SUPERVISOR, "Processes did not stop in time; killing them")
+                self._kill_everything()
+                return
+            wait = _POLL if timeout is None else min(timeout, _POLL)
+            for key, _ in self._selector.select(wait):
+                if key.data == "wake":
+                    self._drain_wake()
+                elif key.data == "signal":
+                    self._on_signals()
+                else:
+                    self._read(key.data)
+
+    def _spawn(self, request: SpawnRequest) -> Process:
+        process = self._real_spawn(request)
+        self._children[process.pid] = process
+        self._selector.register(process.fileno(), selectors.EVENT_READ, process)
+        return process
+
+    def _read(self, process: Process) -> None:
+        lines = process.read_lines()
+        if lines is None:
+            self._selector.unregister(process.fileno())
+            process.close()
+            return
+        for line in lines:
+            self.printer.app(process.name, line)
+        if lines:
+            self.manager.output(process.pid)
+
+    def _reap(self) -> None:
+        for process in list(self._children.values()):
+            if not process.has_exited():
+                continue
+            if process.fileno() >= 0:
+                self._read(process)
+            code = process.reap()
+            if process.fileno() >= 0:
+                self._read(process)
+                if process.fileno() >= 0:
+                    self._selector.unregister(process.fileno())
+                    process.close()
+            del self._children[process.pid]
+            info = self.manager.exited(process.pid, code)
+            if info is not None and self._heartbeat is not None:
+                status = code if code >= 0 else 128 - code
+                self._heartbeat.dead(info.name, process.pid,
+                                     f"{info.name} exited with status {status} while running this job")
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
                 continue
             try:
-                number = float(raw)
-            except ValueError:
-                number = -1.0
-            if not number >= 0:
-                raise ConfigError(f"{var}: invalid value {raw!r}; give a number of seconds")
-            values[name] = number
-        return cls(**values)
+                future.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed back to the caller's thread
+                future.set_exception(e)
 
-    def delay(self, failures: int) -> float:
-        """Seconds to wait before restart number ``failures`` of a quick-crashing process."""
-        if failures <= 0:
-            return 0.0
-        return min(self.backoff * 2 ** min(failures - 1, 30), self.backoff_max)
+    # -- signals ---------------------------------------------------------------------------------
 
+    def _install_signals(self) -> dict:
+        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in _SIGNALS}
+        previous["wakeup"] = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        self._selector.register(self._sig_r, selectors.EVENT_READ, "signal")
+        return previous
 
-class Child(Protocol):
-    """A running process as the Manager sees it."""
+    def _restore_signals(self, previous: dict) -> None:
+        signal.set_wakeup_fd(previous.pop("wakeup"))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
-    pid: int
-
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` (to the process and whatever it started); never raises."""
-
-
-@dataclass(frozen=True)
-class SpawnRequest:
-    """What to start: process ``name`` (``worker.1``) of ``type``, running ``command``
-    (as written in the Procfile)."""
-
-    name: str
-    type: str
-    index: int
-    command: str
-
-
-Spawn = Callable[[SpawnRequest], Child]
-Emit = Callable[[str, str], None]
-
-
-@dataclass
-class _Slot:
-    name: str
-    type: str
-    index: int
-    since: datetime
-    state: State = State.DOWN
-    child: Child | None = None
-    started: float = 0.0
-    started_at: datetime | None = None
-    failures: int = 0
-    restart_at: float = 0.0
-    kill_at: float = 0.0
-    killed: bool = False
-    wanted: bool = True
-    restarting: bool = False
-
-
-class Manager:
-    """Decides the life of every process of the formation; see the module docstring.
-
-    Not thread-safe: one loop owns it.
-    """
-
-    def __init__(
-        self,
-        types: Mapping[str, str],
-        spawn: Spawn,
-        emit: Emit,
-        policy: Policy = Policy(),
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.types = dict(types)
-        self.formation: dict[str, int] = {name: 0 for name in self.types}
-        self.policy = policy
-        self.stopping = False
-        self._spawn = spawn
-        self._emit = emit
-        self._clock = clock
-        self._wall = wall
-        self._slots: dict[str, _Slot] = {}
-        self._queue: deque[str] = deque()
-        self._restarting: str | None = None
-
-    # -- what the outside asks ----------------------------------------------------------
-
-    def scale(self, formation: Mapping[str, int]) -> list[str]:
-        """Run ``formation`` (types missing from it: 0) from now on; returns the types
-        whose count changed. Processes numbered above the new count are stopped gracefully."""
-        unknown = set(formation) - set(self.types)
-        if unknown:
-            raise ValueError(f"unknown process type {sorted(unknown)[0]!r}")
-        wanted = {name: int(formation.get(name, 0)) for name in self.types}
-        changed = [name for name in self.types if wanted[name] != self.formation.get(name, 0)]
-        self.formation = wanted
-        if not self.stopping:
-            for type_name, count in wanted.items():
-                for index in range(1, count + 1):
-                    name = f"{type_name}.{index}"
-                    slot = self._slots.get(name)
-                    if slot is None:
-                        slot = self._slots[name] = _Slot(name, type_name, index, self._wall())
-                        self._start(slot)
-                    else:
-                        slot.wanted = True
-                for slot in list(self._slots.values()):
-                    if slot.type == type_name and slot.index > count:
-                        slot.wanted = False
-                        self._retire(slot)
-        return changed
-
-    def restart(self, target: str | None = None) -> list[str]:
-        """Queue a graceful restart, one process at a time, of every process (None), of a
-        type (``worker``) or of one process (``worker.1``); returns the names queued.
-        Raises ValueError when ``target`` names no running process."""
-        names = [s.name for s in self._ordered() if s.wanted and _matches(s, target)]
-        if not names:
-            what = "processes" if target is None else f"process {target!r}"
-            raise ValueError(f"no {what} to restart; see djctl ps")
-        for name in names:
-            # One in the middle of its restart may have started before this request (a
-            # second code change): it goes round again.
-            if name not in self._queue:
-                self._queue.append(name)
-        return names
-
-    def stop_all(self) -> None:
-        """Stop everything (SIGTERM, then SIGKILL after the grace period); see ``done``."""
-        self.stopping = True
-        self._queue.clear()
-        for slot in list(self._slots.values()):
-            slot.wanted = False
-            self._retire(slot)
-
-    def output(self, pid: int) -> None:
-        """The process ``pid`` wrote a line: it is up if it was starting."""
-        slot = self._by_pid(pid)
-        if slot is not None and slot.state is State.STARTING:
-            self._up(slot)
-
-    def exited(self, pid: int, returncode: int) -> ProcessInfo | None:
-        """The child ``pid`` has exited (``returncode`` as subprocess gives it: negative
-        for a signal). Returns the process as it was (None for a pid not ours)."""
-        slot = self._by_pid(pid)
-        if slot is None:
-            return None
-        info = self._info(slot)
-        status = returncode if returncode >= 0 else 128 - returncode
-        self._emit(slot.name, render.exited(status))
-        slot.child = None
-        now = self._clock()
-        if slot.state is State.STOPPING:
-            if slot.wanted and not self.stopping:
-                slot.failures = 0
-                self._start(slot)
-            else:
-                self._set(slot, State.DOWN)
-                del self._slots[slot.name]
-            return info
-        quick = now - slot.started < self.policy.stable_after
-        slot.failures = slot.failures + 1 if quick else 0
-        delay = self.policy.delay(slot.failures)
-        self._set(slot, State.CRASHED)
-        slot.restarting = False
-        slot.restart_at = now + delay
-        if delay > 0:
-            self._emit(slot.name, render.restarting_in(delay))
-        return info
-
-    def tick(self) -> float | None:
-        """Do what has fallen due (restarts, SIGKILLs, starting -> up, the next queued
-        restart); seconds until something else will (None: nothing is scheduled)."""
-        now = self._clock()
-        for slot in list(self._slots.values()):
-            if slot.state is State.STARTING and now - slot.started >= self.policy.up_after:
-                self._up(slot)
-            elif slot.state is State.CRASHED and slot.child is None and now >= slot.restart_at:
-                if slot.wanted and not self.stopping:
-                    self._start(slot)
-            elif slot.state is State.STOPPING and not slot.killed and now >= slot.kill_at:
-                slot.killed = True
-                self._emit(slot.name, render.exit_timeout(self.policy.grace_period))
-                self._emit(slot.name, render.killing())
-                if slot.child is not None:
-                    slot.child.signal(signal.SIGKILL)
-        self._next_restart()
-        due = []
-        for slot in self._slots.values():
-            if slot.state is State.STARTING:
-                due.append(slot.started + self.policy.up_after)
-            elif slot.state is State.CRASHED and slot.wanted and not self.stopping:
-                due.append(slot.restart_at)
-            elif slot.state is State.STOPPING and not slot.killed:
-                due.append(slot.kill_at)
-        return max(0.0, min(due) - now) if due else None
-
-    # -- what the outside reads -----------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        """True once stop_all() has run and every child has exited."""
-        return self.stopping and not self._slots
-
-    @property
-    def settled(self) -> bool:
-        """True when every process of the formation is up or crashed (nothing starting,
-        stopping or waiting in the restart queue): the formation is as up as it gets."""
-        if self._queue or self._restarting is not None:
-            return False
-        wanted = sum(self.formation.values())
-        slots = [s for s in self._slots.values() if s.wanted]
-        return len(slots) == wanted and all(s.state in (State.UP, State.CRASHED) for s in slots)
-
-    @property
-    def restarting(self) -> list[str]:
-        """Names still waiting for (or in the middle of) a queued restart."""
-        return ([self._restarting] if self._restarting else []) + list(self._queue)
-
-    def processes(self) -> list[ProcessInfo]:
-        """Every process, by type (Procfile order) then index."""
-        return [self._info(s) for s in self._ordered()]
-
-    def children(self) -> list[Child]:
-        """The children running now."""
-        return [s.child for s in self._slots.values() if s.child is not None]
-
-    # -- inside ---------------------------------------------------------------------------
-
-    def _ordered(self) -> list[_Slot]:
-        order = {name: i for i, name in enumerate(self.types)}
-        return sorted(self._slots.values(), key=lambda s: (order.get(s.type, 0), s.index))
-
-    def _by_pid(self, pid: int) -> _Slot | None:
-        return next((s for s in self._slots.values() if s.child is not None and s.child.pid == pid), None)
-
-    def _info(self, slot: _Slot) -> ProcessInfo:
-        pid = slot.child.pid if slot.child is not None else None
-        return ProcessInfo(slot.name, slot.type, pid, slot.state, slot.since,
-                           self.types.get(slot.type, ""), slot.started_at)
-
-    def _set(self, slot: _Slot, state: State) -> None:
-        if slot.state is not state:
-            self._emit(slot.name, render.state_changed(slot.state, state))
-            slot.state = state
-            slot.since = self._wall()
-
-    def _up(self, slot: _Slot) -> None:
-        self._set(slot, State.UP)
-        slot.restarting = False
-
-    def _start(self, slot: _Slot) -> None:
-        command = self.types[slot.type]
-        if slot.state is State.DOWN:
-            # A new process: Heroku's log starts with its command, not a state change.
-            slot.state, slot.since = State.STARTING, self._wall()
-        else:
-            self._set(slot, State.STARTING)
-        self._emit(slot.name, render.starting(command))
-        now = self._clock()
+    def _on_signals(self) -> None:
         try:
-            child = self._spawn(SpawnRequest(slot.name, slot.type, slot.index, command))
+            data = os.read(self._sig_r, 512)
+        except BlockingIOError:
+            return
+        for number in data:
+            if number == signal.SIGCHLD:
+                self._sigchld = True
+            elif number in _STOP_SIGNALS:
+                if self.manager.stopping:
+                    self.printer.event(SUPERVISOR, f"Got {signal.Signals(number).name} again; killing processes")
+                    self._kill_everything()
+                else:
+                    self._stop(signal.Signals(number).name)
+            elif number == signal.SIGHUP and not self.manager.stopping:
+                self._restart_all("SIGHUP")
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _stop(self, why: str) -> None:
+        if self.manager.stopping:
+            return
+        self.printer.event(SUPERVISOR, f"Stopping supervisor ({why})")
+        self.notifier.stopping()
+        self.manager.stop_all()
+        self._give_up_at = time.monotonic() + self.plan.policy.grace_period + _STOP_MARGIN
+
+    def _restart_all(self, why: str) -> None:
+        try:
+            self.manager.restart(None)
+        except ValueError:
+            return
+        self.printer.event(SUPERVISOR, render.restarting(why))
+
+    def _kill_everything(self) -> None:
+        for process in list(self._children.values()):
+            process.signal(signal.SIGKILL)
+        for process in list(self._children.values()):
+            try:
+                process.reap()
+            except ChildProcessError:
+                pass
+        self._reap()
+
+    def _status(self) -> str:
+        up = sum(1 for p in self._snapshot if p.state is State.UP)
+        return f"{format_formation(self.manager.formation)} ({up} up)"
+
+    # -- requests from other threads ----------------------------------------------------------
+
+    def _on_request(self, request: dict) -> dict:
+        handlers = {"ps": self._ps, "scale": self._scale, "restart": self._restart, "stop": self._stop_request}
+        handler = handlers.get(request["cmd"])
+        if handler is None:
+            raise ControlError(f"unknown command {request['cmd']!r}; use one of {', '.join(handlers)}", usage=True)
+        return self.call(lambda: handler(request))
+
+    def _on_refused(self, pid: int, uid: int) -> None:
+        self.printer.event(SUPERVISOR, f"Refused a control connection from uid {uid} (pid {pid})")
+
+    def _ps(self, _request: dict) -> dict:
+        return {
+            "processes": [p.as_dict() for p in self.manager.processes()],
+            "formation": dict(self.manager.formation),
+            "types": dict(self.plan.types),
+            "restarting": self.manager.restarting,
+            "supervisor": {"pid": os.getpid(), "host": self.plan.host, "stopping": self.manager.stopping},
+        }
+
+    def _scale(self, request: dict) -> dict:
+        if self.manager.stopping:
+            raise ControlError("the supervisor is stopping; scale after djctl up")
+        args = request.get("args")
+        if args is None and isinstance(request.get("formation"), dict):
+            args = [f"{k}={v}" for k, v in request["formation"].items()]
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ControlError('scale takes "args": ["worker=2", ...] or "formation": {...}', usage=True)
+        try:
+            formation = parse_scale(args, self.manager.formation, list(self.plan.types))
+        except ScaleError as e:
+            raise ControlError(str(e), usage=True) from None
+        try:
+            self.store.save(formation)
         except OSError as e:
-            self._emit(slot.name, render.spawn_failed(e.strerror or str(e)))
-            slot.child = None
-            slot.failures += 1
-            self._set(slot, State.CRASHED)
-            slot.restarting = False
-            slot.restart_at = now + max(self.policy.delay(slot.failures), self.policy.backoff)
-            return
-        slot.child, slot.started, slot.started_at = child, now, self._wall()
-        slot.killed = False
+            raise ControlError(f"cannot save the formation in {self.store.path}: {e.strerror}") from None
+        self.printer.event(SUPERVISOR, f"Scaling to {format_formation(formation)}")
+        changed = self.manager.scale(formation)
+        return {"formation": formation, "changed": changed}
 
-    def _stop(self, slot: _Slot) -> None:
-        assert slot.child is not None
-        self._emit(slot.name, render.stopping())
-        self._set(slot, State.STOPPING)
-        slot.kill_at = self._clock() + self.policy.grace_period
-        slot.killed = False
-        slot.child.signal(signal.SIGTERM)
+    def _restart(self, request: dict) -> dict:
+        target = request.get("target")
+        if target is not None and not isinstance(target, str):
+            raise ControlError('restart takes "target": a type, a process name or null', usage=True)
+        if self.manager.stopping:
+            raise ControlError("the supervisor is stopping")
+        try:
+            names = self.manager.restart(target)
+        except ValueError as e:
+            raise ControlError(str(e), usage=True) from None
+        return {"restarting": names}
 
-    def _retire(self, slot: _Slot) -> None:
-        """Take a slot that is no longer wanted out of service."""
-        if slot.child is None:
-            self._set(slot, State.DOWN)
-            self._slots.pop(slot.name, None)
-        elif slot.state is not State.STOPPING:
-            self._stop(slot)
+    def _stop_request(self, _request: dict) -> dict:
+        self._stop("djctl down")
+        return {"stopping": True, "pid": os.getpid()}
 
-    def _next_restart(self) -> None:
-        if self._restarting is not None:
-            slot = self._slots.get(self._restarting)
-            if slot is not None and slot.restarting and slot.wanted:
-                return
-            self._restarting = None
-        while self._queue and not self.stopping:
-            slot = self._slots.get(self._queue.popleft())
-            if slot is None or not slot.wanted:
-                continue
-            self._emit(slot.name, render.restarting())
-            slot.restarting = True
-            self._restarting = slot.name
-            if slot.child is None:
-                slot.failures = 0
-                self._start(slot)
-            elif slot.state is not State.STOPPING:
-                self._stop(slot)
-            return
+    def _on_code_change(self, paths: list[str]) -> None:
+        shown = os.path.relpath(paths[0], self.plan.cwd) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
 
+        def restart() -> None:
+            if not self.manager.stopping:
+                self._restart_all(f"code changed: {shown}")
 
-def _matches(slot: _Slot, target: str | None) -> bool:
-    return target is None or slot.type == target or slot.name == target
+        try:
+            self.call(restart)
+        except Exception:  # noqa: BLE001 - the loop is stopping; nothing to restart
+            pass

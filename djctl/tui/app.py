@@ -21,12 +21,12 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, Log, Static
 from textual.worker import get_current_worker
 
-from .. import api, config
-from ..daemon import logs
-from .logtail import LogFollower, Throughput
-from .sources import (DEFAULT_QUEUE, ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source,
+from djctl import api, config
+from djctl.daemon import logs
+from djctl.tui.logtail import LogFollower, Throughput
+from djctl.tui.sources import (DEFAULT_QUEUE, ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source,
                       queue_label, utcnow)
-from .widgets import FailedPanel, Panel, Frame, LogPanel, ProcessPanel, QueuePanel, ThroughputPanel
+from djctl.tui.widgets import FailedPanel, Panel, Frame, LogPanel, ProcessPanel, QueuePanel, ThroughputPanel
 
 # One table for the key bindings, the help screen and the command palette:
 # (key, action, footer label, what it does).

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from ..daemon import logs
+from djctl.daemon import logs
 
 _JOB_RE = re.compile(r" app\[[^\]]+\]: \[Worker\([^)]*\)\] Job .* \(id=\d+\) (COMPLETED|FAILED)")
 

@@ -24,10 +24,14 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import psutil
 from sqlalchemy import Connection, and_, delete, func, select, union_all, update
 
-from .. import api, claim, config, doorbell, stats, store
-from ..daemon import control
-from ..daemon.paths import Paths
-from ..schema import delayed_jobs, djctl_processes
+from djctl import api, config
+from djctl.queue import claims as claim
+from djctl.queue import doorbell
+from djctl.queue import stats
+from djctl.queue import engines as store
+from djctl.daemon import control
+from djctl.daemon.paths import Paths
+from djctl.queue.schema import delayed_jobs, djctl_processes
 
 Clock = Callable[[], datetime]
 DEFAULT_QUEUE = "(default)"

@@ -16,9 +16,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Log, Sparkline, Static
 
-from ..stats import FailedJob
-from .logtail import LogFollower
-from .sources import Process, QueueRow, Snapshot, queue_label
+from djctl.queue.stats import FailedJob
+from djctl.tui.logtail import LogFollower
+from djctl.tui.sources import Process, QueueRow, Snapshot, queue_label
 
 
 @dataclass(frozen=True)

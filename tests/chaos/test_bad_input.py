@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 import djctl
-from djctl import api, payload, stats
+from djctl import api, payload
+from djctl.queue import stats
 from djctl.daemon.formation import MAX_PER_TYPE, ScaleError, parse_scale
-from djctl.job import load
+from djctl.handlers import load
 from djctl.payload import Decoder, HandlerError
 from tests.chaos.conftest import make_app
 from tests.conftest import djctl_cmd

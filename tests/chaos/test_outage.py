@@ -21,7 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import djctl
-from djctl import api, claim
+from djctl import api
+from djctl.queue import claims as claim
 from tests.chaos import Record
 from tests.chaos.conftest import Proxy, completed_ids, kinds, make_app, runners, runs
 from tests.conftest import count, wait_for

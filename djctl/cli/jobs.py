@@ -1,112 +1,23 @@
-"""``djctl``: each command a thin call into the core and the wings.
-
-Usage errors exit 2, other failures 1; either way one line on stderr says what is wrong.
-"""
+"""``djctl work | workoff | clear | retry | stats | db upgrade | demo | bench``: the job queue's commands."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
-from . import api, config, doorbell, migrations, store
-from .schema import delayed_jobs
-from .stats import queue_depth, render_depth
-
-
-class Failure(click.ClickException):
-    """A command failed for a reason other than its usage: exit 1, one line."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"djctl: {self.format_message()}", err=True)
-
-
-class UsageFailure(Failure):
-    exit_code = 2
-
-
-def settings(ctx: click.Context, **flags: Any) -> config.Settings:
-    """Settings from the global flags and ``flags``, put in force for this process."""
-    try:
-        # A command's own option left unset (None) must not hide the global one (--app).
-        given = {k: v for k, v in flags.items() if v is not None}
-        s = config.load_settings({**ctx.find_root().obj, **given})
-        store.normalize_url(s.database_url)
-    except config.ConfigError as e:
-        raise UsageFailure(str(e)) from None
-    config.set_current(s)
-    return s
-
-
-def connect(s: config.Settings):
-    """The engine, its schema current; a database that does not answer is one clear line."""
-    try:
-        eng = api.engine(s.database_url)
-    except DBAPIError as e:
-        url = store.describe(store.normalize_url(s.database_url))
-        raise Failure(f"cannot connect to {url}: {_first_line(e)}") from None
-    return eng
-
-
-def _first_line(e: BaseException) -> str:
-    msg = str(getattr(e, "orig", None) or e).strip()
-    return msg.splitlines()[0] if msg else type(e).__name__
-
-
-def import_app(s: config.Settings) -> None:
-    """Import the application packages, so their jobs (and decorators) are known."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for name in s.app:
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise UsageFailure(f"cannot import application package {name!r} (--app / DJ_APP): {e}") from None
-
-
-def _one_line(e: click.UsageError) -> click.ClickException:
-    """click's usage block as one line: what is wrong, and where to read more."""
-    if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
-        return e  # a bare `djctl`: the help is the answer
-    where = e.ctx.command_path if e.ctx is not None else "djctl"
-    return UsageFailure(f"{e.format_message()} (see '{where} --help')")
-
-
-class Group(click.Group):
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
-                     **extra: Any) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as e:
-            raise _one_line(e) from None
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DBAPIError as e:
-            raise Failure(f"database error: {_first_line(e)}") from None
-        except click.UsageError as e:
-            raise _one_line(e) from None
-
-
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--database-url", envvar=None, help="Database URL (else DJ_DATABASE_URL, DATABASE_URL, [tool.djctl]).")
-@click.option("--app", help="Application packages, comma-separated (else DJ_APP).")
-@click.version_option(package_name="djctl")
-@click.pass_context
-def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
-    """delayed_job for Python: a job queue in your database, a supervisor and a console."""
-    ctx.obj = {"database_url": database_url, "app": app}
+from djctl import api
+from djctl.cli.base import Failure, UsageFailure, _first_line, connect, import_app, settings
+from djctl.queue import doorbell, migrations
+from djctl.queue import engines as store
+from djctl.queue.schema import delayed_jobs
+from djctl.queue.stats import queue_depth, render_depth
 
 
 def _queues(value: str | None) -> list[str] | None:
@@ -136,7 +47,7 @@ def _worker_options(f):
 
 def _make_worker(ctx, queues, min_priority, max_priority, sleep_delay, read_ahead, max_run_time,
                  max_attempts, worker_app, **extra):
-    from .worker import Worker
+    from djctl.worker.worker import Worker
 
     s = settings(ctx, app=worker_app, sleep_delay=sleep_delay, read_ahead=read_ahead,
                  max_run_time=max_run_time, max_attempts=max_attempts)
@@ -146,7 +57,7 @@ def _make_worker(ctx, queues, min_priority, max_priority, sleep_delay, read_ahea
                   settings=s, **extra)
 
 
-@main.command()
+@click.command()
 @_worker_options
 @click.option("--exit-on-complete", is_flag=True, help="Exit when no job is ready.")
 @click.pass_context
@@ -156,7 +67,7 @@ def work(ctx: click.Context, exit_on_complete: bool, **opts: Any) -> None:
     worker.start()
 
 
-@main.command()
+@click.command()
 @_worker_options
 @click.pass_context
 def workoff(ctx: click.Context, **opts: Any) -> None:
@@ -175,7 +86,7 @@ def workoff(ctx: click.Context, **opts: Any) -> None:
     click.echo(f"{count} jobs processed at {count / elapsed:.4f} j/s, {total_failed} failed")
 
 
-@main.command()
+@click.command()
 @click.option("--queue", help="Delete only this queue's jobs.")
 @click.pass_context
 def clear(ctx: click.Context, queue: str | None) -> None:
@@ -189,7 +100,7 @@ def clear(ctx: click.Context, queue: str | None) -> None:
     click.echo(f"Deleted {n} job{'s' if n != 1 else ''}{f' from queue {queue}' if queue else ''}.")
 
 
-@main.command()
+@click.command()
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
 @click.option("--queue", help="With --failed: only this queue.")
@@ -221,7 +132,7 @@ def retry(ctx: click.Context, ids: tuple[int, ...], all_failed: bool, queue: str
     click.echo(f"Retrying {n} job{'s' if n != 1 else ''}.")
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per queue and priority.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
@@ -235,7 +146,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         click.echo(render_depth(rows))
 
 
-@main.group()
+@click.group()
 def db() -> None:
     """The delayed_jobs schema."""
 
@@ -255,7 +166,7 @@ def upgrade(ctx: click.Context) -> None:
     click.echo(f"Database is at version {migrations.LATEST}.")
 
 
-@main.command()
+@click.command()
 @click.option("--jobs", "count", default=200, show_default=True, type=click.IntRange(min=1), help="Sample jobs.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1, max=16), help="Worker processes.")
 @click.option("--keep-running", is_flag=True, help="Leave the supervisor running when the console closes.")
@@ -263,8 +174,8 @@ def upgrade(ctx: click.Context) -> None:
 def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> None:
     """The whole of djctl on the configured database (SQLite by default): sample jobs, a supervisor
     with workers (djctl up), and the console (djctl top) open on them."""
-    from . import demo as demo_module
-    from .daemon import commands as daemon_commands
+    from djctl import demo as demo_module
+    from djctl.cli import supervisor as daemon_commands
 
     app = ",".join(filter(None, [ctx.find_root().obj.get("app"), os.environ.get("DJ_APP"), "djctl.demo"]))
     ctx.find_root().obj["app"] = app  # the supervisor's workers must be allowed to run the demo jobs
@@ -277,7 +188,7 @@ def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> No
         if sys.stdin.isatty() and sys.stdout.isatty():
             import threading
 
-            from .tui.app import run_console
+            from djctl.tui.app import run_console
 
             stop = threading.Event()
             threading.Thread(target=demo_module.feed, args=(stop,), daemon=True).start()
@@ -295,53 +206,15 @@ def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> No
             ctx.invoke(daemon_commands.down)
 
 
-@main.command()
+@click.command()
 @click.option("--jobs", "count", default=5000, show_default=True, type=click.IntRange(min=1, max=1_000_000))
 @click.pass_context
 def bench(ctx: click.Context, count: int) -> None:
     """Measure this database: enqueue one by one and in bulk, and one worker's throughput,
     with no-op jobs on a queue of their own (the application's jobs are not touched)."""
-    from . import benchmark
+    from djctl import benchmark
 
     s = settings(ctx, app=",".join(filter(None, [ctx.find_root().obj.get("app"), "djctl.benchmark"])))
     connect(s)
     click.echo(f"{store.describe(store.normalize_url(s.database_url))}, {count} no-op jobs:")
     benchmark.run(count, click.echo)
-
-
-@main.group()
-def systemd() -> None:
-    """Run the supervisor as a systemd service."""
-
-
-@systemd.command("install")
-@click.option("--user", "user_unit", is_flag=True, help="A user unit (~/.config/systemd/user) instead of a system one.")
-@click.option("--dry-run", is_flag=True, help="Print the unit and the commands; write nothing.")
-@click.option("--working-directory", type=click.Path(path_type=Path), help="The application's directory.")
-@click.option("--env-file", type=click.Path(path_type=Path), help="An EnvironmentFile for the service.")
-def systemd_install(user_unit: bool, dry_run: bool, working_directory: Path | None, env_file: Path | None) -> None:
-    """Write the unit, reload systemd and enable it (or say what to run)."""
-    from .daemon import systemd as unit
-
-    sys.exit(unit.systemd_install(user_unit, dry_run, working_directory, env_file, click.echo))
-
-
-@systemd.command("uninstall")
-@click.option("--user", "user_unit", is_flag=True, help="The user unit.")
-@click.option("--dry-run", is_flag=True, help="Print what would be done.")
-def systemd_uninstall(user_unit: bool, dry_run: bool) -> None:
-    """Disable and remove the unit."""
-    from .daemon import systemd as unit
-
-    sys.exit(unit.systemd_uninstall(user_unit, dry_run, click.echo))
-
-from . import schedule_commands  # noqa: E402 - it builds on the helpers above
-
-main.add_command(schedule_commands.schedules)
-main.add_command(schedule_commands.unschedule)
-
-from .tui import commands as tui_commands  # noqa: E402 - it builds on the helpers above
-main.add_command(tui_commands.top)
-
-from .daemon import commands as daemon_commands  # noqa: E402 - the supervisor wing: up, down, scale, ps, restart, logs
-daemon_commands.register(main)

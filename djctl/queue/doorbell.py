@@ -66,7 +66,7 @@ class Doorbell:
 
 @functools.lru_cache(maxsize=8)
 def _bells_for(database_url: str) -> Path | None:
-    from . import store
+    from djctl.queue import engines as store
 
     url = store.normalize_url(database_url)
     if url.get_backend_name() == "postgresql":

@@ -130,7 +130,7 @@ def template_text(user: bool) -> str:
             return packaged.read_text(encoding="utf-8")
     except (ModuleNotFoundError, OSError, TypeError):
         pass
-    return (Path(__file__).resolve().parents[2] / "systemd" / name).read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[3] / "systemd" / name).read_text(encoding="utf-8")
 
 
 def unit_path(user: bool, name: str = "djctl", environ: Mapping[str, str] | None = None) -> Path:

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .config import ConfigError
+from djctl.config import ConfigError
 
 _DRIVERS = {
     "postgres": "postgresql+psycopg",

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from sqlalchemy import Connection, bindparam, text
 
-from .schema import Timestamp
+from djctl.queue.schema import Timestamp
 
 _COLUMNS = "id, handler, attempts, priority, run_at, queue, reoccur_in, cron"
 
@@ -289,7 +289,7 @@ _refund_but = _stmt(_refund_unstarted + " AND id NOT IN :started", "started")
 def _settle_journaled(conn: Connection, name: str, now: datetime) -> None:
     """For a dead worker of this host, from its journal (see journal.py): delete the jobs it
     finished but had not recorded, and give back, attempt and all, those it never started."""
-    from . import journal
+    from djctl.worker import journal
 
     host, _, pid = name.partition(" pid:")
     if host != f"host:{hostname()}" or not pid.isdigit():

@@ -12,7 +12,7 @@ from typing import Callable
 
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, inspect, select
 
-from ..schema import Timestamp, delayed_jobs, djctl_processes
+from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes
 
 version_metadata = MetaData()
 schema_migrations = Table(

@@ -25,10 +25,14 @@ import psutil
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from . import api, claim, config, executor, journal, store
-from .claim import ClaimedJob, Claims, Filter
-from .recurrence import next_run
-from .wakeup import Waker, open_waker
+from djctl import api, config
+from djctl.queue import claims as claim
+from djctl.worker import executor
+from djctl.worker import journal
+from djctl.queue import engines as store
+from djctl.queue.claims import ClaimedJob, Claims, Filter
+from djctl.recurrence import next_run
+from djctl.worker.wakeup import Waker, open_waker
 
 Log = Callable[[str], None]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from . import doorbell, store
+from djctl.queue import doorbell
+from djctl.queue import engines as store
 
 
 def path(url: URL, pid: int) -> Path:

@@ -7,8 +7,8 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from . import payload
-from .payload import HandlerError, name_of
+from djctl import payload
+from djctl.payload import HandlerError, name_of
 
 
 def encode_job(job: Any) -> dict:

@@ -10,8 +10,8 @@ from typing import Sequence
 
 from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, text, union_all
 
-from .job import display_name
-from .schema import Timestamp, delayed_jobs
+from djctl.handlers import display_name
+from djctl.queue.schema import Timestamp, delayed_jobs
 
 
 Group = tuple[str | None, int]

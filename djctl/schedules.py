@@ -19,11 +19,13 @@ from sqlalchemy import Connection, and_, case, delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from . import api, config, doorbell, payload, store
-from .enqueue import Options
-from .job import display_name, encode_call, encode_job
-from .recurrence import Recurrence, format_every
-from .schema import delayed_jobs
+from djctl import api, config, payload
+from djctl.queue import doorbell
+from djctl.queue import engines as store
+from djctl.enqueue import Options
+from djctl.handlers import display_name, encode_call, encode_job
+from djctl.recurrence import Recurrence, format_every
+from djctl.queue.schema import delayed_jobs
 
 _c = delayed_jobs.c
 

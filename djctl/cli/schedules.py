@@ -7,8 +7,8 @@ from datetime import datetime
 
 import click
 
-from .cli import Failure, connect, settings
-from .schedule import ScheduleInfo, schedules as list_schedules, unschedule as delete_schedule
+from djctl.cli.base import Failure, connect, settings
+from djctl.schedules import ScheduleInfo, schedules as list_schedules, unschedule as delete_schedule
 
 _HEADER = ("key", "job", "schedule", "queue", "priority", "next run (UTC)", "last run (UTC)", "last error")
 

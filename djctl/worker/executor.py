@@ -26,9 +26,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import api, config, payload, store
-from .job import LoadedJob, load
-from .journal import Journal
+from djctl import api, config, payload
+from djctl.queue import engines as store
+from djctl.handlers import LoadedJob, load
+from djctl.worker.journal import Journal
 
 
 class JobTimeout(Exception):

@@ -6,7 +6,8 @@ from typing import Protocol
 
 from sqlalchemy.engine import URL
 
-from . import doorbell, store
+from djctl.queue import doorbell
+from djctl.queue import engines as store
 
 
 class Waker(Protocol):

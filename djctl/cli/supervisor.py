@@ -15,10 +15,13 @@ from typing import Iterable
 
 import click
 
-from .. import claim, cli, config, store
-from . import render
-from .control import Client, ControlError, NotRunning
-from .formation import (
+from djctl import config
+from djctl.queue import claims as claim
+from djctl.cli import base as cli
+from djctl.queue import engines as store
+from djctl.daemon import render
+from djctl.daemon.control import Client, ControlError, NotRunning
+from djctl.daemon.formation import (
     FormationStore,
     ProcfileError,
     ScaleError,
@@ -26,9 +29,9 @@ from .formation import (
     load_process_types,
     parse_scale,
 )
-from .paths import Paths, StateDirError, ensure_private_dir
-from .pidfile import AlreadyRunning, PidFile, PidFileError
-from .render import ProcessInfo, State
+from djctl.daemon.paths import Paths, StateDirError, ensure_private_dir
+from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
+from djctl.daemon.render import ProcessInfo, State
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
@@ -90,9 +93,9 @@ def _request(paths: Paths, cmd: str, **args) -> dict:
 @click.pass_context
 def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
     """Start the supervisor and the formation; return once they are up."""
-    from .launch import LaunchError, run_supervisor, start_daemon
-    from .service import Plan
-    from .supervisor import Policy
+    from djctl.daemon.launch import LaunchError, run_supervisor, start_daemon
+    from djctl.daemon.supervisor import Plan
+    from djctl.daemon.manager import Policy
 
     s, paths = _setup(ctx, create=True)
     try:
@@ -218,7 +221,7 @@ def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool
     s, paths = _setup(ctx)
     now = datetime.now(timezone.utc)
     if all_hosts:
-        from .registry import list_processes
+        from djctl.daemon.registry import list_processes
 
         processes = [p for p in list_processes(cli.connect(s)) if type_name in (None, p.type)]
         if as_json:
@@ -275,7 +278,7 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
 @click.pass_context
 def logs(ctx: click.Context, num: int, follow_: bool, proc: str | None, process: str | None, source: str | None) -> None:
     """Print the log: process output and supervisor events, Heroku's format."""
-    from .logs import LogFilter, follow, tail
+    from djctl.daemon.logs import LogFilter, follow, tail
 
     if proc and process and proc != process:
         raise cli.UsageFailure("give -p or -d, not both")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..cli import UsageFailure, connect, settings
+from djctl.cli.base import UsageFailure, connect, settings
 
 
 @click.command()
@@ -19,6 +19,6 @@ def top(ctx: click.Context, refresh: float) -> None:
     connect(s)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageFailure("djctl top needs a terminal; for a one-shot view use: djctl stats")
-    from .app import run_console  # Textual loads only for the console
+    from djctl.tui.app import run_console  # Textual loads only for the console
 
     run_console(s, refresh=refresh)

@@ -1,0 +1,1 @@
+"""The command line: every click command and nothing else; nothing imports it."""

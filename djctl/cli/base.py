@@ -1,0 +1,94 @@
+"""What every command needs: the error convention, the settings in force, the connection.
+
+Usage errors exit 2, other failures 1; either way one line on stderr says what is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+from sqlalchemy.exc import DBAPIError
+
+from djctl import api, config
+from djctl.queue import engines as store
+
+
+class Failure(click.ClickException):
+    """A command failed for a reason other than its usage: exit 1, one line."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"djctl: {self.format_message()}", err=True)
+
+
+class UsageFailure(Failure):
+    exit_code = 2
+
+
+def settings(ctx: click.Context, **flags: Any) -> config.Settings:
+    """Settings from the global flags and ``flags``, put in force for this process."""
+    try:
+        # A command's own option left unset (None) must not hide the global one (--app).
+        given = {k: v for k, v in flags.items() if v is not None}
+        s = config.load_settings({**ctx.find_root().obj, **given})
+        store.normalize_url(s.database_url)
+    except config.ConfigError as e:
+        raise UsageFailure(str(e)) from None
+    config.set_current(s)
+    return s
+
+
+def connect(s: config.Settings):
+    """The engine, its schema current; a database that does not answer is one clear line."""
+    try:
+        eng = api.engine(s.database_url)
+    except DBAPIError as e:
+        url = store.describe(store.normalize_url(s.database_url))
+        raise Failure(f"cannot connect to {url}: {_first_line(e)}") from None
+    return eng
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(getattr(e, "orig", None) or e).strip()
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+def import_app(s: config.Settings) -> None:
+    """Import the application packages, so their jobs (and decorators) are known."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in s.app:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UsageFailure(f"cannot import application package {name!r} (--app / DJ_APP): {e}") from None
+
+
+def _one_line(e: click.UsageError) -> click.ClickException:
+    """click's usage block as one line: what is wrong, and where to read more."""
+    if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        return e  # a bare `djctl`: the help is the answer
+    where = e.ctx.command_path if e.ctx is not None else "djctl"
+    return UsageFailure(f"{e.format_message()} (see '{where} --help')")
+
+
+class Group(click.Group):
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as e:
+            raise Failure(f"database error: {_first_line(e)}") from None
+        except click.UsageError as e:
+            raise _one_line(e) from None

@@ -1,0 +1,24 @@
+"""``djctl``: the command group; each command a thin call into the core and the wings."""
+
+from __future__ import annotations
+
+import click
+
+from djctl.cli import console, jobs, schedules, supervisor, systemd
+from djctl.cli.base import Group
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", envvar=None, help="Database URL (else DJ_DATABASE_URL, DATABASE_URL, [tool.djctl]).")
+@click.option("--app", help="Application packages, comma-separated (else DJ_APP).")
+@click.version_option(package_name="djctl")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, app: str | None) -> None:
+    """delayed_job for Python: a job queue in your database, a supervisor and a console."""
+    ctx.obj = {"database_url": database_url, "app": app}
+
+
+for command in (jobs.work, jobs.workoff, jobs.clear, jobs.retry, jobs.stats, jobs.db, jobs.demo, jobs.bench,
+                schedules.schedules, schedules.unschedule, console.top, systemd.systemd):
+    main.add_command(command)
+supervisor.register(main)

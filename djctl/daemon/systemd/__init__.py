@@ -1,0 +1,1 @@
+"""systemd: unit rendering and installing, and the sd_notify protocol."""

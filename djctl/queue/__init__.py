@@ -1,0 +1,1 @@
+"""Everything that touches the tables: schema, migrations, engines, claims, stats, operator actions."""
