@@ -30,6 +30,8 @@ class Settings:
     max_attempts: int = 25
     max_run_time: timedelta = timedelta(hours=4)
     destroy_failed_jobs: bool = False
+    default_queue: str = "default"
+    """The queue of jobs enqueued without one; name it in ``--queues`` like any other."""
     read_ahead: int = 50
     """At most how many quick jobs a worker claims per round trip (slow ones go one by one)."""
     grace_period: float = 30.0
@@ -52,6 +54,7 @@ _ENV = {
     "DJ_MAX_ATTEMPTS": "max_attempts",
     "DJ_MAX_RUN_TIME": "max_run_time",
     "DJ_READ_AHEAD": "read_ahead",
+    "DJ_DEFAULT_QUEUE": "default_queue",
     "DJ_GRACE_PERIOD": "grace_period",
     "DJ_STATE_DIR": "state_dir",
     "DJ_HEARTBEAT_INTERVAL": "heartbeat_interval",

@@ -41,7 +41,7 @@ def _row(data: dict, opts: Options, now: datetime) -> dict:
     return {
         "handler": payload.dumps(data),
         "priority": opts.priority,
-        "queue": opts.queue,
+        "queue": opts.queue or config.current().default_queue,
         "run_at": api.utc_naive(opts.run_at) if opts.run_at is not None else now,
         "attempts": 0,
         "created_at": now,

@@ -96,7 +96,7 @@ def schedule(
         "schedule_key": key,
         "handler": payload.dumps(data),
         "priority": opts.priority,
-        "queue": opts.queue,
+        "queue": opts.queue or config.current().default_queue,
         **recurrence.columns(),
         "run_at": recurrence.first_run(at),
         "attempts": 0,

@@ -73,7 +73,7 @@ def test_claim_respects_limit_and_filters(engine):
     got = do(engine, lambda conn: claims(engine, queues=("media",), min_priority=5, max_priority=5).claim(conn, 9, now))
     assert [(j.queue, j.priority) for j in got] == [("media", 5)] * 2
     got = do(engine, lambda conn: claims(engine, max_priority=0).claim(conn, 9, now))
-    assert [j.queue for j in got] == ["mail", None, None]
+    assert [j.queue for j in got] == ["mail", "default", "default"]
 
 
 def test_outcomes_change_only_rows_still_held(engine):

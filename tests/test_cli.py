@@ -257,7 +257,7 @@ def test_stats_counts_per_queue_and_priority(db_url, cli, engine):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data == [
-        {"queue": None, "priority": 0, "ready": 2, "scheduled": 1, "running": 0, "failed": 0},
+        {"queue": "default", "priority": 0, "ready": 2, "scheduled": 1, "running": 0, "failed": 0},
         {"queue": "mail", "priority": -3, "ready": 1, "scheduled": 0, "running": 0, "failed": 0},
         {"queue": "mail", "priority": 0, "ready": 0, "scheduled": 0, "running": 1, "failed": 0},
         {"queue": "mail", "priority": 5, "ready": 0, "scheduled": 0, "running": 0, "failed": 1},
@@ -268,7 +268,7 @@ def test_stats_counts_per_queue_and_priority(db_url, cli, engine):
     assert r.returncode == 0, r.stderr
     assert [line.split() for line in r.stdout.splitlines()] == [
         ["queue", "priority", "ready", "scheduled", "running", "failed"],
-        ["(default)", "0", "2", "1", "0", "0"],
+        ["default", "0", "2", "1", "0", "0"],
         ["mail", "-3", "1", "0", "0", "0"],
         ["mail", "0", "0", "0", "1", "0"],
         ["mail", "5", "0", "0", "0", "1"],

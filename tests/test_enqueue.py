@@ -83,7 +83,7 @@ def test_enqueue_writes_one_row_with_its_options(engine, tmp_path):
     assert row["run_at"] == dt.datetime(2031, 5, 6, 5, 8, 9, 123456)  # stored as naive UTC, microseconds kept
     assert row["locked_at"] is None and row["locked_by"] is None and row["failed_at"] is None
     assert row["last_error"] is None
-    assert (row2["priority"], row2["queue"]) == (0, None)
+    assert (row2["priority"], row2["queue"]) == (0, "default")
     assert before - dt.timedelta(seconds=1) <= row2["run_at"] <= utcnow() + dt.timedelta(seconds=1)
     assert before - dt.timedelta(seconds=1) <= row2["created_at"] <= utcnow() + dt.timedelta(seconds=1)
 

@@ -170,7 +170,7 @@ def test_scheduling_twice_with_one_key_leaves_one_schedule_with_the_new_options(
     assert '"b"' in the_row().handler
     schedule(Touch(out, "b"), cron="0 3 * * *", tz="Europe/Berlin", key="report", now=later)
     (info,) = schedules()
-    assert (info.every, info.cron, info.tz, info.queue, info.priority) == (None, "0 3 * * *", "Europe/Berlin", None, 0)
+    assert (info.every, info.cron, info.tz, info.queue, info.priority) == (None, "0 3 * * *", "Europe/Berlin", "default", 0)
     assert info.next_run == datetime(2026, 5, 2, 1, 0, tzinfo=UTC)  # a changed recurrence starts afresh
     assert count(db_url) == 1
 
@@ -285,7 +285,7 @@ def test_djctl_schedules_lists_each_schedule_with_its_next_and_last_run(db_url: 
     next_nightly = info["tests.test_schedule:nightly_cleanup"].next_run
     assert next_nightly.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "02:30"
     assert nightly.split() == ["tests.test_schedule:nightly_cleanup", "nightly_cleanup", "cron", "30", "2", "*", "*",
-                               "*", "Europe/Berlin", "(default)", "3", *next_nightly.strftime("%Y-%m-%d %H:%M:%S").split(),
+                               "*", "Europe/Berlin", "default", "3", *next_nightly.strftime("%Y-%m-%d %H:%M:%S").split(),
                                "never"]
 
 

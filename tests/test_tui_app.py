@@ -166,7 +166,7 @@ async def test_c_clears_the_selected_queue_after_confirmation(db):
         await loaded(pilot, app, lambda: len(app.snapshot.queues) == 2)
         table = app.query_one("#queues")
         table.focus()
-        await pilot.press("down")  # (default) first, then mail
+        await pilot.press("down")  # default first, then mail
         assert app.query_one(QueuePanel).selected().queue == "mail"
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
@@ -178,7 +178,7 @@ async def test_c_clears_the_selected_queue_after_confirmation(db):
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("tab", "enter")
         await until(pilot, lambda: count(db, "queue = 'mail'") == 0, message="mail cleared")
-        await loaded(pilot, app, lambda: [q.queue for q in app.snapshot.queues] == [None])
+        await loaded(pilot, app, lambda: [q.queue for q in app.snapshot.queues] == ["default"])
     assert count(db) == 1
 
 
@@ -197,8 +197,8 @@ async def test_filter_narrows_queues_and_failed_jobs_by_text(db):
         assert 'filter: text="NETWORK"' in str(app.query_one("#status").render())
         await pilot.press("slash")
         await until(pilot, lambda: isinstance(app.screen, FilterScreen))
-        await pilot.press(*"(default)", "enter")
-        await loaded(pilot, app, lambda: [q.queue for q in app.snapshot.queues] == [None])
+        await pilot.press(*"default", "enter")
+        await loaded(pilot, app, lambda: [q.queue for q in app.snapshot.queues] == ["default"])
 
 
 @pilot_test

@@ -57,7 +57,7 @@ def test_failed_jobs_newest_first_limited_and_filtered(db_url):
         assert [j.id for j in stats.failed_jobs(conn, g, stats.FailedFilter(text="100%"))] == [first]
         assert [j.id for j in stats.failed_jobs(conn, g, stats.FailedFilter(text="k_d"))] == [second]
         assert stats.failed_jobs(conn, g, stats.FailedFilter(job_class="touch")) == []
-        assert [j.id for j in stats.failed_jobs(conn, [(None, 0)])] == [second, first]
+        assert [j.id for j in stats.failed_jobs(conn, [("default", 0)])] == [second, first]
         assert stats.failed_jobs(conn, []) == []
 
 
@@ -74,7 +74,7 @@ def test_queue_depth_counts_every_queue_priority_and_state(db_url):
         state = rng.choice(states)
         run_at = now + timedelta(minutes=5) if state == "scheduled" else now - timedelta(seconds=rng.randint(1, 99))
         jobs.append((djctl.enqueue(Touch("/dev/null", str(i)), queue=queue, priority=priority, run_at=run_at), state))
-        counts = expected.setdefault((queue, priority), dict.fromkeys(states, 0))
+        counts = expected.setdefault((queue or "default", priority), dict.fromkeys(states, 0))
         counts[state] += 1
     engine = api.engine(db_url)
     with engine.begin() as conn:
@@ -85,7 +85,7 @@ def test_queue_depth_counts_every_queue_priority_and_state(db_url):
     with engine.connect() as conn:
         depth = stats.queue_depth(conn, api.utc_naive(now))
     assert {(d.queue, d.priority): {s: getattr(d, s) for s in states} for d in depth} == expected
-    assert [(d.queue, d.priority) for d in depth] == sorted(expected, key=lambda g: (g[0] is not None, g[0] or "", g[1]))
+    assert [(d.queue, d.priority) for d in depth] == sorted(expected, key=lambda g: (g[0] != "default", g[0], g[1]))
 
 
 def test_hundreds_of_queue_and_priority_groups(db_url):
@@ -120,8 +120,8 @@ def test_oldest_ready_per_group(db_url):
     djctl.enqueue(Touch("/dev/null", "later"), queue="mail", run_at=now + timedelta(hours=1))
     with api.engine(db_url).connect() as conn:
         found = stats.oldest_ready(conn, api.utc_naive(now), groups(conn, api.utc_naive(now)))
-    assert list(found) == [(None, 0)]
-    assert abs(found[(None, 0)] - api.utc_naive(now - timedelta(minutes=5))) < timedelta(seconds=1)
+    assert list(found) == [("default", 0)]
+    assert abs(found[("default", 0)] - api.utc_naive(now - timedelta(minutes=5))) < timedelta(seconds=1)
 
 
 def test_snapshot_lists_every_hosts_processes_with_their_current_job(db_url):
@@ -141,7 +141,7 @@ def test_snapshot_lists_every_hosts_processes_with_their_current_job(db_url):
     assert (one.name, one.host, one.local, one.stale, one.job) == ("worker.1", "elsewhere", False, False,
                                                                   f"Touch (id={busy})")
     assert (two.name, two.stale, two.job) == ("worker.2", True, None)
-    assert [(q.queue, q.ready, q.running) for q in snap.queues] == [(None, 0, 1)]
+    assert [(q.queue, q.ready, q.running) for q in snap.queues] == [("default", 0, 1)]
 
 
 def test_queue_filter_and_actions(db_url):
@@ -153,7 +153,7 @@ def test_queue_filter_and_actions(db_url):
     snap = source.snapshot(JobFilter(queue="mail"))
     assert [q.queue for q in snap.queues] == ["mail"] and [j.id for j in snap.failed] == [b]
     snap = source.snapshot(JobFilter(queue=DEFAULT_QUEUE))
-    assert [q.queue for q in snap.queues] == [None] and [j.id for j in snap.failed] == [a]
+    assert [q.queue for q in snap.queues] == ["default"] and [j.id for j in snap.failed] == [a]
     assert "RuntimeError: a" in source.traceback(a) and "Traceback" in source.traceback(a)
 
     assert source.retry([a, ready]) == 1  # only failed jobs are retried
@@ -172,7 +172,7 @@ def test_queue_filter_and_actions(db_url):
     assert source.clear_queue("mail") == 1  # clear takes everything, as djctl clear --queue does
     assert count(db_url, "queue = 'mail'") == 0
     djctl.enqueue(Touch("/dev/null", "default"))
-    assert source.clear_queue(None) == 1 and count(db_url) == 0
+    assert source.clear_queue("default") == 1 and count(db_url) == 0
 
 
 def test_scale_without_a_supervisor_says_so(db_url):

@@ -21,7 +21,7 @@ from tests.jobs import Fail, Touch
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 PROMPT = "READY$ "
-ROW = re.compile(r"│\s+(\(default\)|[a-z]+)\s+(-?\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s")
+ROW = re.compile(r"│\s+([a-z]+)\s+(-?\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s")
 
 
 class Terminal:
@@ -54,7 +54,7 @@ class Terminal:
 
 def shown_depth(screen: str) -> set[tuple]:
     """The Queues panel's rows as (queue, priority, ready, scheduled, running, failed)."""
-    return {(None if m[1] == "(default)" else m[1], *map(int, m.groups()[1:])) for m in ROW.finditer(screen)}
+    return {(m[1], *map(int, m.groups()[1:])) for m in ROW.finditer(screen)}
 
 
 def database_depth() -> set[tuple]:

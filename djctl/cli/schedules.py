@@ -7,6 +7,7 @@ from datetime import datetime
 
 import click
 
+from djctl import config
 from djctl.cli.base import Failure, connect, settings
 from djctl.schedules import ScheduleInfo, schedules as list_schedules, unschedule as delete_schedule
 
@@ -20,7 +21,7 @@ def render_schedules(rows: list[ScheduleInfo]) -> str:
             s.key,
             s.job,
             s.describe(),
-            s.queue if s.queue is not None else "(default)",
+            s.queue if s.queue is not None else config.current().default_queue,
             str(s.priority),
             "running now" if s.running else _when(s.next_run),
             _when(s.last_run_at) if s.last_run_at is not None else "never",

@@ -39,16 +39,24 @@ class ClaimedJob:
 
 @dataclass(frozen=True)
 class Filter:
-    """Which jobs a worker takes: named queues (None: every queue) and a priority range."""
+    """Which jobs a worker takes: named queues (None: every queue) and a priority range.
+
+    Naming ``default_queue`` also takes jobs stored with no queue, as an older djctl
+    wrote them (say, from a web process not yet restarted after an upgrade).
+    """
 
     queues: tuple[str, ...] | None = None
     min_priority: int | None = None
     max_priority: int | None = None
+    default_queue: str = "default"
 
     def sql(self) -> str:
         parts = []
         if self.queues is not None:
-            parts.append("AND queue IN :queues")
+            if self.default_queue in self.queues:
+                parts.append("AND (queue IN :queues OR queue IS NULL)")
+            else:
+                parts.append("AND queue IN :queues")
         if self.min_priority is not None:
             parts.append("AND priority >= :min_priority")
         if self.max_priority is not None:

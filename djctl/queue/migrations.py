@@ -50,9 +50,16 @@ def _create_djctl_processes(conn: Connection) -> None:
     djctl_processes.create(conn)
 
 
+def _name_the_default_queue(conn: Connection) -> None:
+    # Jobs enqueued without a queue were stored with none; they are the default queue's,
+    # and a worker started with --queues default must find them.
+    conn.execute(delayed_jobs.update().where(delayed_jobs.c.queue.is_(None)).values(queue="default"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create delayed_jobs", _create_delayed_jobs),
     Migration(2, "create djctl_processes", _create_djctl_processes),
+    Migration(3, "name the default queue", _name_the_default_queue),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, text, union_all
 
+from djctl import config
 from djctl.handlers import display_name
 from djctl.queue.schema import Timestamp, delayed_jobs
 
@@ -45,8 +46,7 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     if found is None:
         rows = [Depth(q, int(p), int(a), int(b), int(c), int(d))
                 for q, p, a, b, c, d in conn.execute(_DEPTH, {"now": now})]
-        rows.sort(key=lambda d: (d.queue is not None, d.queue or "", d.priority))
-        return rows
+        return _default_first(rows)
     t = delayed_jobs.c
     out = []
     for group in found:
@@ -60,7 +60,13 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
             _count(and_(where, t.failed_at.is_not(None))),
         )).one()
         out.append(Depth(group[0], group[1], *(int(n) for n in counts)))
-    return out
+    return _default_first(out)
+
+
+def _default_first(rows: list[Depth]) -> list[Depth]:
+    """The default queue first (and jobs an older djctl stored with no queue), then by name and priority."""
+    first = (None, config.current().default_queue)
+    return sorted(rows, key=lambda d: (d.queue not in first, d.queue or "", d.priority))
 
 
 _MANY_GROUPS = 32  # past this, one grouped scan costs less than statements per group
@@ -116,7 +122,7 @@ def render_depth(rows: list[Depth]) -> str:
     """The ``djctl stats`` table."""
     header = ("queue", "priority", "ready", "scheduled", "running", "failed")
     body = [
-        ((d.queue if d.queue is not None else "(default)"), str(d.priority), str(d.ready),
+        ((d.queue if d.queue is not None else config.current().default_queue), str(d.priority), str(d.ready),
          str(d.scheduled), str(d.running), str(d.failed))
         for d in rows
     ]

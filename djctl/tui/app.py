@@ -97,7 +97,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class FilterScreen(ModalScreen["JobFilter | None"]):
-    """Edits the filter: queue (exact; ``(default)`` for the default queue), job class, text."""
+    """Edits the filter: queue (exact), job class, text."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 

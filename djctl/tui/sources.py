@@ -34,7 +34,7 @@ from djctl.daemon.paths import Paths
 from djctl.queue.schema import delayed_jobs, djctl_processes
 
 Clock = Callable[[], datetime]
-DEFAULT_QUEUE = "(default)"
+DEFAULT_QUEUE = "default"
 """How the console names the default (NULL) queue, in its tables and its filter."""
 FAILED_LIMIT = 100
 
@@ -337,7 +337,7 @@ class DatabaseSource:
         t = delayed_jobs.c
         where = [t.failed_at.is_not(None), *flt.failed.clauses()]
         if flt.queue is not None:
-            where.append(t.queue.is_(None) if flt.queue == DEFAULT_QUEUE else t.queue == flt.queue)
+            where.append(t.queue == flt.queue)
         return and_(*where)
 
     def _retry(self, where: Any) -> int:

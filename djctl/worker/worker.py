@@ -166,7 +166,8 @@ class Worker:
         self.max_run_time = mrt if isinstance(mrt, timedelta) else timedelta(seconds=mrt)
         self.read_ahead = s.read_ahead if self.read_ahead is None else self.read_ahead
         self.filter = Filter(
-            tuple(self.queues) if self.queues is not None else None, self.min_priority, self.max_priority
+            tuple(self.queues) if self.queues is not None else None, self.min_priority, self.max_priority,
+            s.default_queue,
         )
 
     # -- public --------------------------------------------------------------
