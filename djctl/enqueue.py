@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import types
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +15,8 @@ from sqlalchemy import bindparam, event, insert, text
 from sqlalchemy.orm import Session
 
 from djctl import api, config, payload
-from djctl.queue import doorbell
+from djctl.queue import doorbell, migrations
+from djctl.queue.engines import describe
 from djctl.handlers import encode_call, encode_job
 from djctl.queue.schema import Timestamp, delayed_jobs
 
@@ -83,8 +85,31 @@ def _insert_rows(execute: Any, rows: list[dict], dialect: str) -> list[int]:
     return execute.scalars(stmt.returning(delayed_jobs.c.id, sort_by_parameter_order=True), rows).all()
 
 
+_schema_current: set[tuple[int, str]] = set()
+
+
+def _check_schema(session: Session) -> None:
+    """Refuse, in one line, a session whose database lacks djctl's tables.
+
+    Outside a session djctl creates its tables on first use; inside one it cannot, for
+    the caller's transaction may hold locks the migration would wait for (and DDL
+    commits the caller's work on MySQL). The version is read once per process.
+    """
+    engine = session.get_bind().engine
+    key = (os.getpid(), engine.url.render_as_string(hide_password=False))
+    if key in _schema_current:
+        return
+    if migrations.current_version(engine) < migrations.LATEST:
+        raise migrations.SchemaNotCurrent(
+            f"djctl's tables are missing or out of date in {describe(engine.url)}: "
+            "run `djctl db upgrade` against that database first"
+        )
+    _schema_current.add(key)
+
+
 def _insert(rows: list[dict], session: Session | None) -> list[int]:
     if session is not None:
+        _check_schema(session)
         ids = _insert_rows(session, rows, session.get_bind().dialect.name)
         event.listen(session, "after_commit", lambda _s: _ring(), once=True)
         return ids

@@ -24,6 +24,10 @@ schema_migrations = Table(
 )
 
 
+class SchemaNotCurrent(RuntimeError):
+    """djctl's tables are missing or older than this djctl; the message says what to run."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
