@@ -30,7 +30,8 @@ def example_env(db_url: str, app: str) -> dict[str, str]:
     return env
 
 
-def serve(command: list[str], cwd: Path, env: dict, port: int, tmp_path: Path) -> Iterator[str]:
+def serve(command: list[str], cwd: Path, env: dict, port: int, tmp_path: Path, probe: str) -> Iterator[str]:
+    """Start the app, yield its base URL once ``probe`` answers (any status), stop it after."""
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -38,7 +39,7 @@ def serve(command: list[str], cwd: Path, env: dict, port: int, tmp_path: Path) -
     def answers() -> bool:
         assert proc.poll() is None, (tmp_path / "server.log").read_text()
         try:
-            return httpx.get(base + "/orders/0" if "flask" in str(cwd) else base + "/health").status_code in (200, 404)
+            return httpx.get(base + probe) is not None
         except httpx.TransportError:
             return False
 
@@ -63,7 +64,7 @@ def fastapi_app(db_kind, db_url, tmp_path) -> Iterator[tuple[str, Path, dict]]:
         pytest.skip("the FastAPI example's async drivers are aiosqlite and psycopg")
     cwd, env, port = EXAMPLES / "fastapi", example_env(db_url, "jobs"), free_port()
     command = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
-    for base in serve(command, cwd, env, port, tmp_path):
+    for base in serve(command, cwd, env, port, tmp_path, probe="/health"):
         yield base, cwd, env
 
 
@@ -83,7 +84,7 @@ def test_fastapi_signup_enqueues_an_async_job_that_a_worker_runs(fastapi_app):
 def flask_app(db_url, tmp_path) -> Iterator[tuple[str, Path, dict]]:
     cwd, env, port = EXAMPLES / "flask", example_env(db_url, "app"), free_port()
     command = [sys.executable, "-m", "flask", "--app", "app", "run", "--host", "127.0.0.1", "--port", str(port)]
-    for base in serve(command, cwd, env, port, tmp_path):
+    for base in serve(command, cwd, env, port, tmp_path, probe="/orders/0"):
         yield base, cwd, env
 
 
