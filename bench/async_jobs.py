@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import djctl
+
 from . import common
 from .djctl_side import _work_off
 from .jobs import Noop, stamp

@@ -227,23 +227,6 @@ def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> No
             ctx.invoke(daemon_commands.down)
 
 
-def _upgrade_script(database_url: str) -> str:
-    url = store.normalize_url(database_url)
-    try:
-        if url.get_backend_name() == "sqlite" and not os.path.exists(url.database):
-            # Connecting would create the file: a database that does not exist is at version 0.
-            eng, version = store.make_engine(url), 0
-        else:
-            eng = store.engine_for(database_url)
-            version = migrations.current_version(eng)
-    except DBAPIError as e:
-        raise Failure(f"cannot read the schema version of {store.describe(url)}: {_first_line(e)}") from None
-    head = f"-- djctl db upgrade for {eng.dialect.name}: version {version} to {migrations.LATEST}\n"
-    if version >= migrations.LATEST:
-        return head + "-- nothing to run\n"
-    return head + migrations.script(eng.dialect, version)
-
-
 @click.command()
 @click.option("--jobs", "count", default=5000, show_default=True, type=click.IntRange(min=1, max=1_000_000))
 @click.pass_context

@@ -8,16 +8,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
-import djctl
 from fastapi import Depends, FastAPI, HTTPException
+from jobs import WelcomeEmail
+from models import Base, Session, User, engine
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs import WelcomeEmail
-from models import Base, Session, User, engine
+import djctl
 
 
 @asynccontextmanager

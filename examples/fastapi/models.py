@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-import djctl
 from sqlalchemy import String
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import djctl
 
 DATABASE_URL = os.environ.get("DJ_DATABASE_URL", "sqlite:///signup.sqlite3")
 djctl.configure(database_url=DATABASE_URL, app="jobs")

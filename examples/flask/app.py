@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import djctl
 from flask import Flask, abort, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String, update
 from sqlalchemy.orm import Mapped, mapped_column
+
+import djctl
 
 DATABASE_URL = os.environ.get("DJ_DATABASE_URL", f"sqlite:///{Path(__file__).with_name('orders.sqlite3')}")
 djctl.configure(database_url=DATABASE_URL, app="app")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import djctl
 from sqlalchemy import select
 
+import djctl
 from djctl.queue.schema import delayed_jobs
 from tests.conftest import count
 from tests.integration import async_jobs as aj

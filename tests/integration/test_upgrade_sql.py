@@ -4,7 +4,6 @@ printed without touching the database — and that DDL, run by hand, gives djctl
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 from sqlalchemy import inspect
 
