@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import djctl
 from fastapi import Depends, FastAPI, HTTPException
-from jobs import WelcomeEmail
-from models import Base, Session, User, engine
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import djctl
+from jobs import WelcomeEmail
+from models import Base, Session, User, engine
 
 
 @asynccontextmanager

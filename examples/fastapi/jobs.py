@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from models import Session, User
-
 import djctl
+
+from models import Session, User
 
 
 @djctl.job
