@@ -3,6 +3,7 @@ printed without touching the database — and that DDL, run by hand, gives djctl
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from sqlalchemy import inspect
@@ -61,9 +62,9 @@ def test_it_prints_the_ddl_and_changes_nothing_and_the_ddl_builds_the_schema(eng
     assert again.stdout.splitlines()[-1] == "-- nothing to run"
 
 
-def test_a_sqlite_file_that_does_not_exist_is_not_created(tmp_path, djctl_env):
+def test_a_sqlite_file_that_does_not_exist_is_not_created(tmp_path):
     missing = tmp_path / "new.sqlite3"
-    done = upgrade_sql(dict(djctl_env, DJ_DATABASE_URL=f"sqlite:///{missing}"))
+    done = upgrade_sql(dict(os.environ, DJ_DATABASE_URL=f"sqlite:///{missing}", DJ_STATE_DIR=str(tmp_path / ".djctl")))
     assert done.returncode == 0, done.stderr
     assert "CREATE TABLE delayed_jobs" in done.stdout
     assert not missing.exists()
