@@ -4,17 +4,20 @@
     djctl.configure(database_url="postgresql://...", app="myapp")
     djctl.enqueue(NewsletterJob("lorem", emails), priority=0, queue="mail")
     djctl.delay(photo).upload(size=3)
+    await djctl.aenqueue(job, session=async_session)   # from async code
 """
 
 from djctl.api import configure, engine, now
 from djctl.config import Settings
-from djctl.enqueue import delay, enqueue, enqueue_many, handle_asynchronously, job
+from djctl.enqueue import aenqueue, aenqueue_many, delay, enqueue, enqueue_many, handle_asynchronously, job
 from djctl.schedules import schedule, unschedule
 from djctl.worker.worker import Worker
 
 __all__ = [
     "Settings",
     "Worker",
+    "aenqueue",
+    "aenqueue_many",
     "configure",
     "delay",
     "engine",

@@ -1,7 +1,8 @@
-"""Putting work on the queue: enqueue, enqueue_many, delay, handle_asynchronously."""
+"""Putting work on the queue: enqueue, enqueue_many, aenqueue, aenqueue_many, delay, handle_asynchronously."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
@@ -9,7 +10,7 @@ import os
 import types
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from sqlalchemy import bindparam, event, insert, text
 from sqlalchemy.orm import Session
@@ -19,6 +20,9 @@ from djctl.queue import doorbell, migrations
 from djctl.queue.engines import describe
 from djctl.handlers import encode_call, encode_job
 from djctl.queue.schema import Timestamp, delayed_jobs
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,49 @@ def enqueue_many(
         q = queue if queue is not None else getattr(job, "queue_name", None)
         rows.append(_row(encode_job(job), Options(priority, run_at, q).validated(), now))
     return _insert(rows, session) if rows else []
+
+
+async def aenqueue(
+    job: Any,
+    *,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    queue: str | None = None,
+    session: "AsyncSession | None" = None,
+) -> int:
+    """:func:`enqueue` for async code: the same options, and the event loop is never blocked.
+
+    With ``session`` (an ``AsyncSession``), the row is inserted in that session's
+    transaction, through its own async driver, and commits or rolls back with it.
+    """
+    queue = queue if queue is not None else getattr(job, "queue_name", None)
+    opts = Options(priority, run_at, queue).validated()
+    return (await _ainsert([_row(encode_job(job), opts, _now())], session))[0]
+
+
+async def aenqueue_many(
+    jobs: Iterable[Any],
+    *,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    queue: str | None = None,
+    session: "AsyncSession | None" = None,
+) -> list[int]:
+    """:func:`enqueue_many` for async code: one round trip, ids in order, one bad job enqueues none."""
+    now = _now()
+    rows = []
+    for job in jobs:
+        q = queue if queue is not None else getattr(job, "queue_name", None)
+        rows.append(_row(encode_job(job), Options(priority, run_at, q).validated(), now))
+    return await _ainsert(rows, session) if rows else []
+
+
+async def _ainsert(rows: list[dict], session: "AsyncSession | None") -> list[int]:
+    if session is not None:
+        return await session.run_sync(lambda sync_session: _insert(rows, sync_session))
+    # Without a session, djctl's own engine and driver do the insert on a thread: no
+    # second pool, no async driver required, and the same SQL as enqueue.
+    return await asyncio.to_thread(_insert, rows, None)
 
 
 def _now() -> datetime:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from djctl import payload
 from djctl.payload import HandlerError, name_of
+from djctl.worker import aio
 
 
 def encode_job(job: Any) -> dict:
@@ -59,12 +60,14 @@ class LoadedJob:
     call: Callable[[], Any]
 
     def perform(self) -> Any:
-        return self.call()
+        """Run the job to its end: a coroutine or other awaitable it returns is awaited."""
+        return aio.finish(self.call())
 
     def hook(self, name: str, *args: Any) -> None:
+        """Run the job's hook ``name``, if it has one, to its end (async hooks awaited)."""
         fn = getattr(self.target, name, None)
         if callable(fn):
-            fn(*args)
+            aio.finish(fn(*args))
 
     def max_attempts(self, default: int) -> int:
         value = getattr(self.target, "max_attempts", None)

@@ -152,10 +152,14 @@ def db() -> None:
 
 
 @db.command()
+@click.option("--sql", "as_sql", is_flag=True, help="Print the SQL it would run, and change nothing.")
 @click.pass_context
-def upgrade(ctx: click.Context) -> None:
+def upgrade(ctx: click.Context, as_sql: bool) -> None:
     """Create or upgrade djctl's tables; running it again changes nothing."""
     s = settings(ctx)
+    if as_sql:
+        click.echo(_upgrade_script(s.database_url), nl=False)
+        return
     try:
         eng = store.engine_for(s.database_url)
         applied = migrations.upgrade(eng)
@@ -164,6 +168,23 @@ def upgrade(ctx: click.Context) -> None:
     for m in applied:
         click.echo(f"Applied migration {m.version}: {m.description}")
     click.echo(f"Database is at version {migrations.LATEST}.")
+
+
+def _upgrade_script(database_url: str) -> str:
+    url = store.normalize_url(database_url)
+    try:
+        if url.get_backend_name() == "sqlite" and not os.path.exists(url.database):
+            # Connecting would create the file: a database that does not exist is at version 0.
+            eng, version = store.make_engine(url), 0
+        else:
+            eng = store.engine_for(database_url)
+            version = migrations.current_version(eng)
+    except DBAPIError as e:
+        raise Failure(f"cannot read the schema version of {store.describe(url)}: {_first_line(e)}") from None
+    head = f"-- djctl db upgrade for {eng.dialect.name}: version {version} to {migrations.LATEST}\n"
+    if version >= migrations.LATEST:
+        return head + "-- nothing to run\n"
+    return head + migrations.script(eng.dialect, version)
 
 
 @click.command()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, inspect, select
+from sqlalchemy import Column, Connection, Dialect, Engine, Integer, MetaData, String, Table, func, inspect, select
+from sqlalchemy.engine.mock import MockConnection
 
 from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes
 
@@ -116,3 +117,40 @@ def _upgrade(engine: Engine) -> list[Migration]:
             )
             applied.append(migration)
         return applied
+
+
+class _Script(MockConnection):
+    """A connection that runs nothing: it keeps each statement, compiled for its dialect."""
+
+    def __init__(self, dialect: Dialect):
+        super().__init__(dialect, self._keep)
+        self.statements: list[str] = []
+
+    def _keep(self, statement, parameters=None) -> None:
+        compiled = statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
+        self.statements.append(str(compiled).strip())
+
+    def exec_driver_sql(self, sql: str, *_args) -> None:
+        self.statements.append(sql.strip())
+
+
+def script(dialect: Dialect, from_version: int) -> str:
+    """The SQL :func:`upgrade` would run on a database at ``from_version``, for ``dialect``.
+
+    Compiled from the migrations themselves, so it is what they execute, statement for
+    statement (each ended by ``;``), without the locks that keep concurrent upgrades apart.
+    Nothing is executed. Empty when ``from_version`` is already :data:`LATEST`.
+    """
+    pending = [m for m in MIGRATIONS if m.version > from_version]
+    if not pending:
+        return ""
+    conn = _Script(dialect)
+    if from_version == 0:
+        schema_migrations.create(conn)
+    for migration in pending:
+        conn.statements.append(f"-- migration {migration.version}: {migration.description}")
+        migration.apply(conn)  # type: ignore[arg-type] - the script records what a Connection runs
+        conn.execute(schema_migrations.insert().values(
+            version=migration.version, description=migration.description, applied_at=func.current_timestamp()))
+    return "\n".join(s if s.startswith("--") else s + ";" for s in conn.statements) + "\n"
+
