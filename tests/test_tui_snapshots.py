@@ -19,7 +19,7 @@ import pytest
 from djctl.daemon.logs import LogWriter
 from djctl.queue.stats import FailedJob
 from djctl.tui.app import DjctlTop
-from djctl.tui.sources import JobFilter, Process, QueueRow, Snapshot, Supervision
+from djctl.tui.sources import JobFilter, ProcessRow, QueueRow, Snapshot, Supervision
 
 NOW = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
 T = NOW.replace(tzinfo=None)
@@ -35,12 +35,12 @@ FileNotFoundError: no such file: /tmp/import-7.csv"""
 
 def fixed_snapshot(running: bool = True) -> Snapshot:
     processes = (
-        Process("worker.1", "worker", "railgun", 25794, "up", T - timedelta(minutes=3), "djctl work",
+        ProcessRow("worker.1", "worker", "railgun", 25794, "up", T - timedelta(minutes=3), "djctl work",
                 cpu=12.5, memory=48_300_000, job="ResizePhoto (id=1042)", job_since=T - timedelta(seconds=2)),
-        Process("worker.2", "worker", "railgun", 25801, "crashed", T - timedelta(seconds=20), "djctl work"),
-        Process("mail.1", "mail", "railgun", 25810, "up", T - timedelta(hours=2, minutes=5),
+        ProcessRow("worker.2", "worker", "railgun", 25801, "crashed", T - timedelta(seconds=20), "djctl work"),
+        ProcessRow("mail.1", "mail", "railgun", 25810, "up", T - timedelta(hours=2, minutes=5),
                 "djctl work --queues mail", cpu=0.3, memory=41_000_000),
-        Process("worker.1", "worker", "bigiron", 311, "up", T - timedelta(days=4, hours=3), "djctl work",
+        ProcessRow("worker.1", "worker", "bigiron", 311, "up", T - timedelta(days=4, hours=3), "djctl work",
                 local=False, stale=True),
     )
     queues = (

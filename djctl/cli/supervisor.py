@@ -31,7 +31,7 @@ from djctl.daemon.formation import (
 )
 from djctl.daemon.paths import Paths, StateDirError, ensure_private_dir
 from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
-from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.model import ProcessInfo, State
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
@@ -98,10 +98,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
     from djctl.daemon.manager import Policy
 
     s, paths = _setup(ctx, create=True)
-    try:
-        policy = Policy.from_env(os.environ, s.grace_period)
-    except config.ConfigError as e:
-        raise cli.UsageFailure(str(e)) from None
+    policy = Policy.from_settings(s)
     cwd = Path.cwd()
     types = _types(cwd)
     pid = _running(paths)

@@ -22,7 +22,7 @@ from djctl.daemon.logs import LogWriter
 from djctl.daemon.systemd.notify import Notifier
 from djctl.daemon.pidfile import AlreadyRunning, PidFile
 from djctl.daemon.registry import Registry
-from djctl.daemon.render import ProcessInfo
+from djctl.daemon.model import ProcessInfo
 from djctl.daemon.supervisor import Plan, Printer, Supervisor
 
 

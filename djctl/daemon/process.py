@@ -51,7 +51,7 @@ def process_env(base: Mapping[str, str], request: SpawnRequest, type_index: int)
     return env
 
 
-class Process:
+class ChildProcess:
     """A started child. ``pid`` is also its process group id."""
 
     def __init__(self, popen: subprocess.Popen, name: str) -> None:
@@ -84,8 +84,9 @@ class Process:
             pass
 
     def read_lines(self) -> list[str] | None:
-        """Complete lines available now (without newlines); None at end of output.
-        A partial line is kept until its newline, or cut at 64 KiB."""
+        """Complete lines available now (without newlines), split on ``\\n`` alone; None
+        at end of output. A line longer than 64 KiB, finished or not, is cut into 64 KiB
+        pieces, so a process that never writes a newline still reaches the log."""
         chunks = []
         eof = False
         while True:
@@ -99,16 +100,17 @@ class Process:
                 eof = True
                 break
             chunks.append(chunk)
-        data = self._partial + b"".join(chunks)
-        parts = data.split(b"\n")
+        parts = (self._partial + b"".join(chunks)).split(b"\n")
         self._partial = parts.pop()
         if eof and self._partial:
             parts.append(self._partial)
             self._partial = b""
-        elif len(self._partial) > _MAX_LINE:
-            parts.append(self._partial)
-            self._partial = b""
-        lines = [p.decode("utf-8", "replace").removesuffix("\r") for p in parts]
+        # CRLF ends a line like LF does; any other \r is escaped by the printer.
+        pieces = [piece for part in parts for piece in _cut(part.removesuffix(b"\r"))]
+        while len(self._partial) >= _MAX_LINE:
+            pieces.append(self._partial[:_MAX_LINE])
+            self._partial = self._partial[_MAX_LINE:]
+        lines = [p.decode("utf-8", "replace") for p in pieces]
         if eof:
             return lines or None
         return lines
@@ -138,13 +140,19 @@ class Process:
         self._out = -1
 
 
+def _cut(line: bytes) -> list[bytes]:
+    if len(line) <= _MAX_LINE:
+        return [line]
+    return [line[i:i + _MAX_LINE] for i in range(0, len(line), _MAX_LINE)]
+
+
 def spawner(
     cwd: Path,
     base_env: Mapping[str, str],
     types: list[str],
     python: str = sys.executable,
     umask: int | None = None,
-) -> Callable[[SpawnRequest], Process]:
+) -> Callable[[SpawnRequest], ChildProcess]:
     """The real ``spawn`` for :class:`~djctl.daemon.manager.Manager`; each process
     gets ``umask`` (None: the supervisor's). Must be called from the supervisor's main
     thread: the kernel's parent-death signal follows the thread that forked."""
@@ -157,7 +165,7 @@ def spawner(
         if os.getppid() != supervisor:
             os._exit(1)
 
-    def spawn(request: SpawnRequest) -> Process:
+    def spawn(request: SpawnRequest) -> ChildProcess:
         index = types.index(request.type) if request.type in types else 0
         popen = subprocess.Popen(
             ["/bin/sh", "-c", shell_command(request.command, python)],
@@ -171,6 +179,6 @@ def spawner(
             close_fds=True,
             umask=-1 if umask is None else umask,
         )
-        return Process(popen, request.name)
+        return ChildProcess(popen, request.name)
 
     return spawn

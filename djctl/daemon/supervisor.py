@@ -25,12 +25,12 @@ from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
 from djctl.daemon.formation import FormationStore, ScaleError, format_formation, parse_scale
-from djctl.daemon.logs import APP, SUPERVISOR, LogLine, LogWriter, utcnow
+from djctl.daemon.logs import APP, SUPERVISOR, LogLine, LogWriter, escape_output, utcnow
 from djctl.daemon.systemd.notify import Notifier, start_watchdog
 from djctl.daemon.paths import Paths
-from djctl.daemon.process import Process, spawner
+from djctl.daemon.process import ChildProcess, spawner
 from djctl.daemon.registry import Heartbeat, Registry
-from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.model import ProcessInfo, State
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -51,7 +51,9 @@ class Printer:
         self.echo = echo
 
     def app(self, proc: str, line: str) -> None:
-        self._write(APP, proc, line)
+        """Log one line of a process's output, escaped so that it stays one line of
+        ``app[proc]`` whatever bytes it holds."""
+        self._write(APP, proc, escape_output(line))
 
     def event(self, proc: str, message: str) -> None:
         self._write(SUPERVISOR, proc, message)
@@ -100,7 +102,7 @@ class Supervisor:
         self.manager = Manager(plan.types, self._spawn, printer.event, plan.policy)
         self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, list(plan.types),
                                    umask=plan.umask)
-        self._children: dict[int, Process] = {}
+        self._children: dict[int, ChildProcess] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -206,13 +208,13 @@ class Supervisor:
                 else:
                     self._read(key.data)
 
-    def _spawn(self, request: SpawnRequest) -> Process:
+    def _spawn(self, request: SpawnRequest) -> ChildProcess:
         process = self._real_spawn(request)
         self._children[process.pid] = process
         self._selector.register(process.fileno(), selectors.EVENT_READ, process)
         return process
 
-    def _read(self, process: Process) -> None:
+    def _read(self, process: ChildProcess) -> None:
         lines = process.read_lines()
         if lines is None:
             self._selector.unregister(process.fileno())

@@ -85,7 +85,7 @@ class QueueRow(stats.Depth):
 
 
 @dataclass(frozen=True)
-class Process:
+class ProcessRow:
     """One supervised process on some host. ``pid`` is None for a type scaled to zero;
     ``cpu`` (percent) and ``memory`` (RSS bytes) are known for this host's processes
     only; ``stale`` when its supervisor stopped reporting (heartbeat expired)."""
@@ -122,7 +122,7 @@ class Snapshot:
 
     taken_at: datetime
     supervisor: Supervision
-    processes: tuple[Process, ...] = ()
+    processes: tuple[ProcessRow, ...] = ()
     queues: tuple[QueueRow, ...] = ()
     failed: tuple[stats.FailedJob, ...] = ()
     failed_total: int = 0
@@ -235,16 +235,16 @@ class DatabaseSource:
     def _read(self) -> Connection:
         return self._engine.connect().execution_options(sqlite_read=True)
 
-    def _processes(self, conn: Connection, ps: dict | None, now: datetime) -> list[Process]:
-        found: list[Process] = []
+    def _processes(self, conn: Connection, ps: dict | None, now: datetime) -> list[ProcessRow]:
+        found: list[ProcessRow] = []
         if ps is not None:
             for p in ps.get("processes") or []:
-                found.append(Process(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
+                found.append(ProcessRow(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
                                      _parse_time(p.get("since")), str(p.get("command") or "")))
             named = {p.type for p in found}
             for t in ps.get("types") or {}:
                 if t not in named:
-                    found.append(Process(t, t, self.host, None, "scaled to 0", command=ps["types"][t]))
+                    found.append(ProcessRow(t, t, self.host, None, "scaled to 0", command=ps["types"][t]))
         timeout = timedelta(seconds=self.settings.heartbeat_timeout)
         for r in self._registry_rows(conn):
             local = r.host == self.host
@@ -254,7 +254,7 @@ class DatabaseSource:
             if local and (r.pid is None or not psutil.pid_exists(r.pid)):
                 state = "down"
             stale = not local and r.heartbeat_at is not None and now - r.heartbeat_at > timeout
-            found.append(Process(r.name, r.type, r.host, r.pid, state, r.started_at, r.command or "",
+            found.append(ProcessRow(r.name, r.type, r.host, r.pid, state, r.started_at, r.command or "",
                                  local=local, stale=stale))
         jobs = self._current_jobs(conn, [p for p in found if p.pid is not None])
         out = []
@@ -271,7 +271,7 @@ class DatabaseSource:
         return list(conn.execute(select(p.host, p.pid, p.name, p.type, p.state, p.command, p.started_at,
                                         p.heartbeat_at)))
 
-    def _current_jobs(self, conn: Connection, procs: Iterable[Process]) -> dict[tuple[str, int], tuple[str, datetime]]:
+    def _current_jobs(self, conn: Connection, procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime]]:
         names = {claim.worker_name(p.host, p.pid): (p.host, p.pid) for p in procs if p.pid is not None}
         if not names:
             return {}
