@@ -58,18 +58,30 @@ class LogWriter:
         source or proc, or when the writer is closed."""
         parts = [p.removesuffix("\r") for p in message.rstrip("\r\n").split("\n")]
         with self._lock:
-            if self._closed:
-                raise ValueError("log writer is closed")
             at = self._clock()
             text = "".join(LogLine(at, source, proc, p).render() + "\n" for p in parts)
-            data = text.encode("utf-8", "backslashreplace")
-            if self._fd is None or self._moved():
-                self._reopen()
-            if self._size > 0 and self._size + len(data) > self.max_bytes:
-                self._rotate()
-            assert self._fd is not None
-            _write_all(self._fd, data)
-            self._size += len(data)
+            self._append(text)
+
+    def append(self, line: str) -> None:
+        """Append ``line`` as it is (one line, no newline), rotating like :meth:`write`:
+        for files of other lines (the events file) kept beside the log. Raises
+        ValueError for a line holding a newline, or when the writer is closed."""
+        if "\n" in line:
+            raise ValueError("append takes one line")
+        with self._lock:
+            self._append(line + "\n")
+
+    def _append(self, text: str) -> None:
+        if self._closed:
+            raise ValueError("log writer is closed")
+        data = text.encode("utf-8", "backslashreplace")
+        if self._fd is None or self._moved():
+            self._reopen()
+        if self._size > 0 and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        assert self._fd is not None
+        _write_all(self._fd, data)
+        self._size += len(data)
 
     def close(self) -> None:
         """Close the file; later writes raise ValueError. Idempotent."""
