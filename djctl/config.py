@@ -42,6 +42,14 @@ class Settings:
     log_backups: int = 5
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 60.0
+    up_after: float = 5.0
+    """Seconds after which a supervised process that has written nothing counts as up."""
+    restart_stable_after: float = 10.0
+    """A process that ran this many seconds before crashing is restarted at once."""
+    restart_backoff: float = 1.0
+    """First delay before restarting a process that crashed sooner; doubles per crash in a row."""
+    restart_backoff_max: float = 60.0
+    """The longest restart delay."""
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -59,6 +67,10 @@ _ENV = {
     "DJ_STATE_DIR": "state_dir",
     "DJ_HEARTBEAT_INTERVAL": "heartbeat_interval",
     "DJ_HEARTBEAT_TIMEOUT": "heartbeat_timeout",
+    "DJ_UP_AFTER": "up_after",
+    "DJ_RESTART_STABLE_AFTER": "restart_stable_after",
+    "DJ_RESTART_BACKOFF": "restart_backoff",
+    "DJ_RESTART_BACKOFF_MAX": "restart_backoff_max",
 }
 
 
@@ -92,7 +104,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             return number
         if isinstance(default, float):
             number = float(value)
-            if number < 0:
+            if not number >= 0:  # also refuses NaN
                 raise ValueError(value)
             return number
         return str(value)

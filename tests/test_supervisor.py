@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from djctl.config import ConfigError
+from djctl.config import ConfigError, load_settings
 from djctl.daemon import render
-from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.model import ProcessInfo, State
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
 
 T0 = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
@@ -221,11 +221,12 @@ def test_types_keep_procfile_order_and_unknown_types_are_refused():
         w.manager.scale({"web": 1})
 
 
-def test_policy_from_env():
-    p = Policy.from_env({"DJ_RESTART_BACKOFF": "0.5", "DJ_UP_AFTER": "0"}, grace_period=3)
+def test_policy_from_env(tmp_path):
+    env = {"DJ_RESTART_BACKOFF": "0.5", "DJ_UP_AFTER": "0", "DJ_GRACE_PERIOD": "3"}
+    p = Policy.from_settings(load_settings(env=env, cwd=tmp_path))
     assert (p.backoff, p.up_after, p.grace_period, p.stable_after) == (0.5, 0.0, 3, 10.0)
     with pytest.raises(ConfigError, match="DJ_RESTART_BACKOFF_MAX"):
-        Policy.from_env({"DJ_RESTART_BACKOFF_MAX": "soon"}, grace_period=3)
+        load_settings(env={"DJ_RESTART_BACKOFF_MAX": "soon"}, cwd=tmp_path)
 
 
 # -- what the user reads -------------------------------------------------------------------

@@ -23,17 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from djctl.cli.base import Failure
+from djctl.cli.systemd import install_unit, uninstall_unit
+from djctl.daemon.systemd.install import find_djctl, install, uninstall, unit_options
 from djctl.daemon.systemd.units import (
     DEFAULT_GRACE_SECONDS,
     SystemdError,
     UnitOptions,
-    find_djctl,
-    install,
     render_unit,
-    systemd_install,
-    systemd_uninstall,
-    uninstall,
-    unit_options,
     unit_path,
 )
 
@@ -231,17 +228,24 @@ def app(tmp_path: Path) -> Path:
 
 def run_install(tmp_path: Path, app: Path, run: Runner, user: bool = False, dry_run: bool = False,
                 env_file: Path | None = None, environ: dict[str, str] | None = None) -> tuple[int, list[str], list[str]]:
+    """The install command's exit code, stdout and stderr lines (a Failure shown as djctl shows it)."""
     out: list[str] = []
     err: list[str] = []
-    code = systemd_install(user, dry_run, app, env_file, out.append, error=err.append,
-                           unit_dir=tmp_path / "units", run=run, environ=environ or {})
-    return code, out, err
+    try:
+        install_unit(user, dry_run, app, env_file, out.append, err.append,
+                     unit_dir=tmp_path / "units", run=run, environ=environ or {})
+    except Failure as e:
+        return e.exit_code, out, [*err, f"djctl: {e.format_message()}"]
+    return 0, out, err
 
 
 def run_uninstall(tmp_path: Path, run: Runner, user: bool = False, dry_run: bool = False) -> tuple[int, list[str]]:
     out: list[str] = []
-    code = systemd_uninstall(user, dry_run, out.append, error=out.append, unit_dir=tmp_path / "units", run=run)
-    return code, out
+    try:
+        uninstall_unit(user, dry_run, out.append, unit_dir=tmp_path / "units", run=run)
+    except Failure as e:
+        return e.exit_code, [*out, f"djctl: {e.format_message()}"]
+    return 0, out
 
 
 def test_dry_run_prints_the_unit_and_writes_nothing(tmp_path: Path, app: Path) -> None:

@@ -18,24 +18,25 @@ from tests.conftest import ROOT, wait_for
 NOW = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
 
 
-def job_line(at: datetime, outcome: str, proc: str = "worker.1") -> str:
-    return (f"{at.isoformat(timespec='microseconds')} app[{proc}]: [Worker(host:h pid:1)] Job Touch (id=7) "
-            + ("COMPLETED" if outcome == "done" else "FAILED (0 prior attempts) with RuntimeError: boom"))
+def job_event(at: datetime, outcome: str, proc: str = "worker.1") -> dict:
+    return {"event": "completed" if outcome == "done" else outcome, "job_id": 7, "class": "Touch", "queue": None,
+            "attempts": 0, "run_time": 0.01, "ts": at.isoformat(timespec="microseconds"), "process": proc, "host": "h"}
 
 
-def test_throughput_counts_per_job_lines_by_their_own_time():
+def test_throughput_counts_job_events_by_their_own_time():
     tp = Throughput(window=60)
     for s in range(10):
         for _ in range(s):
-            tp.record(job_line(NOW - timedelta(seconds=10 - s), "done"))
-    tp.record(job_line(NOW - timedelta(seconds=3), "failed"))
-    tp.record(job_line(NOW - timedelta(minutes=5), "done"))  # older than the window
-    tp.record(f"{NOW.isoformat()} djctl[worker.1]: State changed from starting to up")
-    tp.record(f"{NOW.isoformat()} app[worker.1]: I said Job X (id=1) COMPLETED] in my own output")
+            tp.record(job_event(NOW - timedelta(seconds=10 - s), "done"))
+    tp.record(job_event(NOW - timedelta(seconds=3), "failed"))
+    tp.record(job_event(NOW - timedelta(seconds=3), "failed_permanently"))
+    tp.record(job_event(NOW - timedelta(minutes=5), "done"))  # older than the window
+    tp.record({"event": "started", "ts": NOW.isoformat()})
+    tp.record({"event": "completed", "ts": "yesterday"})
     done, failed = tp.series(NOW)
     assert len(done) == 60 and done[-11:-1] == list(range(10)) and done[-1] == 0
-    assert sum(failed) == 1 and failed[-4] == 1
-    assert tp.rates(NOW) == (sum(range(10)) / 10, 0.1)
+    assert sum(failed) == 2 and failed[-4] == 2
+    assert tp.rates(NOW) == (sum(range(10)) / 10, 0.2)
 
 
 def test_follower_waits_for_the_log_then_tails_it_through_the_filter(tmp_path):
@@ -90,7 +91,6 @@ def test_memory_stays_flat_while_the_log_grows_by_100_mb(tmp_path):
 
     def on_line(line: str) -> None:
         lines[0] += 1
-        throughput.record(line)
         if line.endswith(": END"):
             ended.set()
 

@@ -8,6 +8,8 @@ change with: pytest tests/test_tui_snapshots.py --snapshot-update
 
 from __future__ import annotations
 
+import json
+
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -19,7 +21,7 @@ import pytest
 from djctl.daemon.logs import LogWriter
 from djctl.queue.stats import FailedJob
 from djctl.tui.app import DjctlTop
-from djctl.tui.sources import JobFilter, Process, QueueRow, Snapshot, Supervision
+from djctl.tui.sources import JobFilter, ProcessRow, QueueRow, Snapshot, Supervision
 
 NOW = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
 T = NOW.replace(tzinfo=None)
@@ -35,12 +37,12 @@ FileNotFoundError: no such file: /tmp/import-7.csv"""
 
 def fixed_snapshot(running: bool = True) -> Snapshot:
     processes = (
-        Process("worker.1", "worker", "railgun", 25794, "up", T - timedelta(minutes=3), "djctl work",
+        ProcessRow("worker.1", "worker", "railgun", 25794, "up", T - timedelta(minutes=3), "djctl work",
                 cpu=12.5, memory=48_300_000, job="ResizePhoto (id=1042)", job_since=T - timedelta(seconds=2)),
-        Process("worker.2", "worker", "railgun", 25801, "crashed", T - timedelta(seconds=20), "djctl work"),
-        Process("mail.1", "mail", "railgun", 25810, "up", T - timedelta(hours=2, minutes=5),
+        ProcessRow("worker.2", "worker", "railgun", 25801, "crashed", T - timedelta(seconds=20), "djctl work"),
+        ProcessRow("mail.1", "mail", "railgun", 25810, "up", T - timedelta(hours=2, minutes=5),
                 "djctl work --queues mail", cpu=0.3, memory=41_000_000),
-        Process("worker.1", "worker", "bigiron", 311, "up", T - timedelta(days=4, hours=3), "djctl work",
+        ProcessRow("worker.1", "worker", "bigiron", 311, "up", T - timedelta(days=4, hours=3), "djctl work",
                 local=False, stale=True),
     )
     queues = (
@@ -67,6 +69,7 @@ class FixedSource:
 
     snap: Snapshot
     log_path: Path | None
+    events_path: Path | None = None
     clock: object = lambda: NOW
     description: str = "sqlite:///delayed_jobs.sqlite3"
     filters: list = field(default_factory=list)
@@ -89,15 +92,28 @@ class FixedSource:
 LOG_LINES = 24
 
 
-def write_log(path: Path) -> None:
-    """A log whose lines are stamped by the fixed clock: jobs done and failed over the last minute."""
+def write_log(path: Path) -> Path:
+    """A log whose lines are stamped by the fixed clock: jobs done and failed over the last
+    minute, each also an event in the events file beside it (its path returned)."""
     at = [NOW - timedelta(seconds=60)]
+    outcomes: list[dict] = []
 
     def clock() -> datetime:
         at[0] += timedelta(milliseconds=2500)
         return at[0]
 
-    with LogWriter(path, clock=clock) as log:
+    with LogWriter(path, clock=clock) as log, LogWriter(path.with_name("events.log")) as events:
+        original = log.write
+
+        def write(source: str, proc: str, message: str) -> None:
+            original(source, proc, message)
+            for outcome, word in (("completed", " COMPLETED"), ("failed", " FAILED ")):
+                if word in message:
+                    events.append(json.dumps({"event": outcome, "job_id": 1, "class": "Job", "queue": None,
+                                              "attempts": 0, "run_time": 0.1, "ts": at[0].isoformat(),
+                                              "process": proc, "host": "railgun"}))
+
+        log.write = write  # type: ignore[method-assign]
         log.write("djctl", "worker.1", "State changed from starting to up")
         log.write("app", "worker.1", "*** Starting job worker host:railgun pid:25794")
         for i in range(LOG_LINES - 4):
@@ -109,14 +125,15 @@ def write_log(path: Path) -> None:
                 log.write("app", proc, f"[Worker(host:railgun pid:25794)] Job ResizePhoto (id={1040 + i}) COMPLETED")
         log.write("djctl", "worker.2", "Process exited with status 1")
         log.write("djctl", "worker.2", "State changed from up to crashed")
+    return path.with_name("events.log")
 
 
 @pytest.fixture
 def make_app(tmp_path):
     def make(running: bool = True) -> DjctlTop:
         path = tmp_path / "djctl.log"
-        write_log(path)
-        return DjctlTop(FixedSource(fixed_snapshot(running), path), clock=lambda: NOW, refresh=0.5, window=60)
+        events = write_log(path)
+        return DjctlTop(FixedSource(fixed_snapshot(running), path, events), clock=lambda: NOW, refresh=0.5, window=60)
     return make
 
 

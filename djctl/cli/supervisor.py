@@ -20,7 +20,8 @@ from djctl.queue import claims as claim
 from djctl.cli import base as cli
 from djctl.queue import engines as store
 from djctl.daemon import render
-from djctl.daemon.control import Client, ControlError, NotRunning
+from djctl.daemon.client import (ControlError, LogFilter, NotRunning, StateDirError, SupervisorClient,
+                                 ensure_state_dir)
 from djctl.daemon.formation import (
     FormationStore,
     ProcfileError,
@@ -29,9 +30,8 @@ from djctl.daemon.formation import (
     load_process_types,
     parse_scale,
 )
-from djctl.daemon.paths import Paths, StateDirError, ensure_private_dir
 from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
-from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.model import ProcessInfo, State
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
@@ -39,15 +39,16 @@ _DOWN_MARGIN = 30.0
 _RESTART_MARGIN = 30.0
 
 
-def _setup(ctx: click.Context, create: bool = False) -> tuple[config.Settings, Paths]:
-    """Settings and paths; with ``create``, the state directory made (or checked) owner-only."""
+def _setup(ctx: click.Context, create: bool = False) -> tuple[config.Settings, SupervisorClient]:
+    """Settings and the supervisor's client; with ``create``, the state directory made
+    (or checked) owner-only."""
     s = cli.settings(ctx)
     if create:
         try:
-            ensure_private_dir(s.state_dir)
+            ensure_state_dir(s.state_dir)
         except StateDirError as e:
             raise cli.Failure(str(e)) from None
-    return s, Paths(s.state_dir)
+    return s, SupervisorClient(s.state_dir)
 
 
 def _types(cwd: Path) -> dict[str, str]:
@@ -57,10 +58,10 @@ def _types(cwd: Path) -> dict[str, str]:
         raise cli.Failure(str(e)) from None
 
 
-def _saved(paths: Paths, types: dict[str, str]) -> dict[str, int]:
+def _saved(supervisor: SupervisorClient, types: dict[str, str]) -> dict[str, int]:
     """The saved formation over ``types``; nothing saved: one of ``worker`` (or of the first type)."""
     try:
-        saved = FormationStore(paths.formation).load()
+        saved = FormationStore(supervisor.formation_path).load()
     except StateFileError as e:
         raise cli.Failure(str(e)) from None
     if saved is None:
@@ -69,16 +70,16 @@ def _saved(paths: Paths, types: dict[str, str]) -> dict[str, int]:
     return {name: saved.get(name, 0) for name in types}
 
 
-def _running(paths: Paths) -> int | None:
+def _running(supervisor: SupervisorClient) -> int | None:
     try:
-        return PidFile(paths.pid).running()
+        return PidFile(supervisor.pid_path).running()
     except PidFileError as e:
         raise cli.Failure(str(e)) from None
 
 
-def _request(paths: Paths, cmd: str, **args) -> dict:
+def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
     try:
-        return Client(paths.state_dir).request(cmd, **args)
+        return supervisor.request(cmd, **args)
     except NotRunning:
         raise cli.Failure(render.not_running()) from None
     except ControlError as e:
@@ -97,20 +98,17 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
     from djctl.daemon.supervisor import Plan
     from djctl.daemon.manager import Policy
 
-    s, paths = _setup(ctx, create=True)
-    try:
-        policy = Policy.from_env(os.environ, s.grace_period)
-    except config.ConfigError as e:
-        raise cli.UsageFailure(str(e)) from None
+    s, supervisor = _setup(ctx, create=True)
+    policy = Policy.from_settings(s)
     cwd = Path.cwd()
     types = _types(cwd)
-    pid = _running(paths)
+    pid = _running(supervisor)
     if pid is not None:
         if formation_args:
             raise cli.Failure(render.already_running(pid if pid > 0 else None) + "; change it with djctl scale")
         click.echo(render.already_running(pid if pid > 0 else None))
         return
-    formation = _saved(paths, types)
+    formation = _saved(supervisor, types)
     if formation_args:
         try:
             formation = parse_scale(list(formation_args), formation, list(types))
@@ -149,13 +147,13 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
 @click.pass_context
 def down(ctx: click.Context) -> None:
     """Stop the processes gracefully (SIGTERM, then SIGKILL after the grace period) and the supervisor."""
-    s, paths = _setup(ctx)
-    pid = _running(paths)
+    s, supervisor = _setup(ctx)
+    pid = _running(supervisor)
     if pid is None:
         click.echo("djctl is not running.")
         return
     try:
-        pid = Client(paths.state_dir).request("stop")["pid"]
+        pid = supervisor.request("stop")["pid"]
     except NotRunning:
         if pid > 0:  # alive but without its socket: a signal asks the same
             os.kill(pid, signal.SIGTERM)
@@ -164,7 +162,7 @@ def down(ctx: click.Context) -> None:
     click.echo(f"Stopping djctl supervisor (pid {pid})... ", nl=False)
     deadline = time.monotonic() + s.grace_period + _DOWN_MARGIN
     # The pid file is let go just before the process ends: wait for both.
-    while _running(paths) is not None or (pid > 0 and _alive(pid)):
+    while _running(supervisor) is not None or (pid > 0 and _alive(pid)):
         if time.monotonic() > deadline:
             click.echo("still stopping")
             raise cli.Failure(f"the supervisor (pid {pid}) has not stopped yet; see djctl logs")
@@ -187,27 +185,27 @@ def _alive(pid: int) -> bool:
 def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Set how many processes of each type run: worker=2 mail=1, worker+1, worker-1.
     Without arguments, print the formation."""
-    s, paths = _setup(ctx)
-    running = _running(paths) is not None
+    s, supervisor = _setup(ctx)
+    running = _running(supervisor) is not None
     if not args:
         if running:
-            formation = _request(paths, "ps")["formation"]
+            formation = _request(supervisor, "ps")["formation"]
         else:
-            formation = _saved(paths, _types(Path.cwd()))
+            formation = _saved(supervisor, _types(Path.cwd()))
         click.echo(render.formation_text(formation))
         return
     if running:
-        reply = _request(paths, "scale", args=list(args))
+        reply = _request(supervisor, "scale", args=list(args))
         formation = reply["formation"]
         click.echo(render.scale_message(_named(args, formation), formation))
         return
     types = _types(Path.cwd())
     try:
-        formation = parse_scale(list(args), _saved(paths, types), list(types))
+        formation = parse_scale(list(args), _saved(supervisor, types), list(types))
     except ScaleError as e:
         raise cli.UsageFailure(str(e)) from None
     _setup(ctx, create=True)
-    FormationStore(paths.formation).save(formation)
+    FormationStore(supervisor.formation_path).save(formation)
     click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")
 
 
@@ -218,7 +216,7 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
 @click.pass_context
 def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool) -> None:
     """The processes and their states."""
-    s, paths = _setup(ctx)
+    s, supervisor = _setup(ctx)
     now = datetime.now(timezone.utc)
     if all_hosts:
         from djctl.daemon.registry import list_processes
@@ -229,7 +227,7 @@ def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool
         else:
             click.echo(render.ps_all_hosts_text(processes, now, s.heartbeat_timeout) or "No processes.")
         return
-    reply = _request(paths, "ps")
+    reply = _request(supervisor, "ps")
     types = reply["types"]
     if type_name is not None and type_name not in types:
         raise cli.UsageFailure(f"unknown process type {type_name!r}; known types: {', '.join(types)}")
@@ -248,14 +246,14 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
     """Restart processes one by one, gracefully: all of them, a type, or one."""
     if type_name and process:
         raise cli.UsageFailure("give -p TYPE or -d NAME, not both")
-    s, paths = _setup(ctx)
+    s, supervisor = _setup(ctx)
     target = type_name or process
-    names = _request(paths, "restart", target=target)["restarting"]
+    names = _request(supervisor, "restart", target=target)["restarting"]
     deadline = time.monotonic() + len(names) * (s.grace_period + _RESTART_MARGIN)
     finished = False
     while time.monotonic() < deadline:
         try:
-            reply = Client(paths.state_dir).request("ps")
+            reply = supervisor.request("ps")
         except NotRunning:
             break
         except ControlError:
@@ -278,21 +276,18 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
 @click.pass_context
 def logs(ctx: click.Context, num: int, follow_: bool, proc: str | None, process: str | None, source: str | None) -> None:
     """Print the log: process output and supervisor events, Heroku's format."""
-    from djctl.daemon.logs import LogFilter, follow, tail
-
     if proc and process and proc != process:
         raise cli.UsageFailure("give -p or -d, not both")
     try:
         flt = LogFilter(proc=proc or process, source=source)
     except ValueError as e:
         raise cli.UsageFailure(str(e)) from None
-    s = cli.settings(ctx)
-    path = Paths(s.state_dir).log
+    supervisor = SupervisorClient(cli.settings(ctx).state_dir)
     try:
         if follow_:
-            _print(follow(path, flt, num), flush_each=True)
+            _print(supervisor.follow(flt, num), flush_each=True)
         else:
-            _print(tail(path, num, flt), flush_each=False)
+            _print(supervisor.tail(num, flt), flush_each=False)
     except FileNotFoundError as e:
         raise cli.Failure(str(e)) from None
     except KeyboardInterrupt:

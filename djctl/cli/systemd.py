@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import sys
+import subprocess
 from pathlib import Path
+from typing import Callable, Mapping
 
 import click
+
+from djctl.cli import base as cli
+
+Echo = Callable[[str], None]
 
 
 @click.group()
@@ -20,9 +25,7 @@ def systemd() -> None:
 @click.option("--env-file", type=click.Path(path_type=Path), help="An EnvironmentFile for the service.")
 def systemd_install(user_unit: bool, dry_run: bool, working_directory: Path | None, env_file: Path | None) -> None:
     """Write the unit, reload systemd and enable it (or say what to run)."""
-    from djctl.daemon.systemd import units as unit
-
-    sys.exit(unit.systemd_install(user_unit, dry_run, working_directory, env_file, click.echo))
+    install_unit(user_unit, dry_run, working_directory, env_file, click.echo, _stderr)
 
 
 @systemd.command("uninstall")
@@ -30,6 +33,40 @@ def systemd_install(user_unit: bool, dry_run: bool, working_directory: Path | No
 @click.option("--dry-run", is_flag=True, help="Print what would be done.")
 def systemd_uninstall(user_unit: bool, dry_run: bool) -> None:
     """Disable and remove the unit."""
-    from djctl.daemon.systemd import units as unit
+    uninstall_unit(user_unit, dry_run, click.echo)
 
-    sys.exit(unit.systemd_uninstall(user_unit, dry_run, click.echo))
+
+def install_unit(user: bool, dry_run: bool, working_directory: Path | None, env_file: Path | None,
+                 echo: Echo, note: Echo, *, unit_dir: Path | None = None,
+                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                 environ: Mapping[str, str] | None = None) -> None:
+    """`djctl systemd install`: each line of the outcome to ``echo``, notes to ``note``.
+    Raises UsageFailure (exit 2) for bad input, Failure (exit 1) when installing fails."""
+    from djctl.daemon.systemd import install
+
+    try:
+        opts = install.prepare(user, working_directory, env_file, environ)
+        lines = install.install(opts, dry_run, run, unit_dir=unit_dir)
+    except install.SystemdError as e:
+        raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
+    for line in lines:
+        echo(line)
+    for hint in install.environment_hints(env_file, environ):
+        note(f"djctl: note: {hint}")
+
+
+def uninstall_unit(user: bool, dry_run: bool, echo: Echo, *, unit_dir: Path | None = None,
+                   run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> None:
+    """`djctl systemd uninstall`: each line to ``echo``; Failure (exit 1) when removing fails."""
+    from djctl.daemon.systemd import install
+
+    try:
+        lines = install.uninstall(user, dry_run, run, unit_dir=unit_dir)
+    except install.SystemdError as e:
+        raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
+    for line in lines:
+        echo(line)
+
+
+def _stderr(line: str) -> None:
+    click.echo(line, err=True)

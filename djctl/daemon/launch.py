@@ -22,8 +22,9 @@ from djctl.daemon.logs import LogWriter
 from djctl.daemon.systemd.notify import Notifier
 from djctl.daemon.pidfile import AlreadyRunning, PidFile
 from djctl.daemon.registry import Registry
-from djctl.daemon.render import ProcessInfo
-from djctl.daemon.supervisor import Plan, Printer, Supervisor
+from djctl.daemon.model import ProcessInfo
+from djctl.daemon.printer import Printer
+from djctl.daemon.supervisor import Plan, Supervisor
 
 
 class LaunchError(Exception):
@@ -41,20 +42,22 @@ def run_supervisor(plan: Plan, on_started: Callable[[int], None], on_ready: Read
     s = plan.settings
     pidfile = PidFile(plan.paths.pid)
     pidfile.acquire()
-    log = None
+    log = events = None
     try:
         on_started(os.getpid())
         # Only the supervisor speaks to systemd; its children must not inherit the socket.
         notifier = Notifier.from_environ(unset=True)
         log = LogWriter(plan.paths.log, s.log_max_bytes, s.log_backups)
+        events = LogWriter(plan.paths.events, s.log_max_bytes, s.log_backups)
         store = FormationStore(plan.paths.formation)
         store.save(plan.formation)
         registry = Registry(api.engine(s.database_url), plan.host, os.getpid(), s.max_attempts)
-        Supervisor(plan, Printer(log, echo), store, registry, notifier).run(on_ready)
+        Supervisor(plan, Printer(log, echo, events), store, registry, notifier).run(on_ready)
     finally:
         pidfile.release()
-        if log is not None:
-            log.close()
+        for writer in (log, events):
+            if writer is not None:
+                writer.close()
 
 
 def start_daemon(plan: Plan, timeout: float = 120.0) -> tuple[int, list[ProcessInfo]]:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Mapping, Protocol
 
-from djctl.config import ConfigError
+from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.logs import utcnow
-from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.model import ProcessInfo, State
 
 
 @dataclass(frozen=True)
@@ -41,30 +41,13 @@ class Policy:
     up_after: float = 5.0
     grace_period: float = 30.0
 
-    ENV = {
-        "DJ_RESTART_STABLE_AFTER": "stable_after",
-        "DJ_RESTART_BACKOFF": "backoff",
-        "DJ_RESTART_BACKOFF_MAX": "backoff_max",
-        "DJ_UP_AFTER": "up_after",
-    }
-
     @classmethod
-    def from_env(cls, env: Mapping[str, str], grace_period: float) -> Policy:
-        """The defaults, overridden by the ``DJ_RESTART_*`` / ``DJ_UP_AFTER`` variables
-        (seconds). Raises ConfigError (one line) for a value that is not a number >= 0."""
-        values: dict[str, float] = {"grace_period": grace_period}
-        for var, name in cls.ENV.items():
-            raw = env.get(var)
-            if not raw:
-                continue
-            try:
-                number = float(raw)
-            except ValueError:
-                number = -1.0
-            if not number >= 0:
-                raise ConfigError(f"{var}: invalid value {raw!r}; give a number of seconds")
-            values[name] = number
-        return cls(**values)
+    def from_settings(cls, settings: Settings) -> Policy:
+        """The policy that ``settings`` describe (``DJ_RESTART_*``, ``DJ_UP_AFTER`` and
+        ``DJ_GRACE_PERIOD`` reach it through :func:`djctl.config.load_settings`)."""
+        return cls(stable_after=settings.restart_stable_after, backoff=settings.restart_backoff,
+                   backoff_max=settings.restart_backoff_max, up_after=settings.up_after,
+                   grace_period=settings.grace_period)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait before restart number ``failures`` of a quick-crashing process."""

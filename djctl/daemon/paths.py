@@ -31,6 +31,11 @@ class Paths:
         return self.state_dir / "djctl.log"
 
     @property
+    def events(self) -> Path:
+        """Job outcomes reported by the processes, one JSON object a line, beside the log."""
+        return self.state_dir / "events.log"
+
+    @property
     def formation(self) -> Path:
         return self.state_dir / "formation.json"
 

@@ -1,5 +1,6 @@
 """One real child of the supervisor: ``sh -c 'exec <command>'`` in the application's
-directory, in a process group of its own, its stdout and stderr on one pipe.
+directory, in a process group of its own, its stdout and stderr on one pipe, and a
+second pipe (fd ``$DJCTL_EVENT_FD``) on which it may report job outcomes.
 
 The child asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so
 a supervisor killed with SIGKILL leaves no orphans: each worker stops as it does on
@@ -21,6 +22,9 @@ from typing import Callable, Mapping
 from djctl.daemon.manager import SpawnRequest
 
 PR_SET_PDEATHSIG = 1
+EVENT_FD_VAR = "DJCTL_EVENT_FD"
+"""The variable naming the inherited fd on which a process reports job outcomes, one
+JSON object a line (see :mod:`djctl.daemon.logs.events`)."""
 BASE_PORT = 5000
 _MAX_LINE = 64 * 1024
 
@@ -51,10 +55,11 @@ def process_env(base: Mapping[str, str], request: SpawnRequest, type_index: int)
     return env
 
 
-class Process:
-    """A started child. ``pid`` is also its process group id."""
+class ChildProcess:
+    """A started child. ``pid`` is also its process group id. ``events`` is the read
+    end of its event pipe (:data:`EVENT_FD_VAR`), a :class:`LineReader` for select."""
 
-    def __init__(self, popen: subprocess.Popen, name: str) -> None:
+    def __init__(self, popen: subprocess.Popen, name: str, events: int | None = None) -> None:
         self.popen = popen
         self.pid = popen.pid
         self.name = name
@@ -63,6 +68,7 @@ class Process:
         os.set_blocking(self._out, False)
         self._partial = b""
         self.returncode: int | None = None
+        self.events = LineReader(events) if events is not None else None
 
     def fileno(self) -> int:
         """The read end of the child's output (for select); -1 once closed."""
@@ -84,31 +90,21 @@ class Process:
             pass
 
     def read_lines(self) -> list[str] | None:
-        """Complete lines available now (without newlines); None at end of output.
-        A partial line is kept until its newline, or cut at 64 KiB."""
-        chunks = []
-        eof = False
-        while True:
-            try:
-                chunk = os.read(self._out, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:
-                eof = True
-                break
-            chunks.append(chunk)
-        data = self._partial + b"".join(chunks)
-        parts = data.split(b"\n")
+        """Complete lines available now (without newlines), split on ``\\n`` alone; None
+        at end of output. A line longer than 64 KiB, finished or not, is cut into 64 KiB
+        pieces, so a process that never writes a newline still reaches the log."""
+        data, eof = _drain(self._out)
+        parts = (self._partial + data).split(b"\n")
         self._partial = parts.pop()
         if eof and self._partial:
             parts.append(self._partial)
             self._partial = b""
-        elif len(self._partial) > _MAX_LINE:
-            parts.append(self._partial)
-            self._partial = b""
-        lines = [p.decode("utf-8", "replace").removesuffix("\r") for p in parts]
+        # CRLF ends a line like LF does; any other \r is escaped by the printer.
+        pieces = [piece for part in parts for piece in _cut(part.removesuffix(b"\r"))]
+        while len(self._partial) >= _MAX_LINE:
+            pieces.append(self._partial[:_MAX_LINE])
+            self._partial = self._partial[_MAX_LINE:]
+        lines = [p.decode("utf-8", "replace") for p in pieces]
         if eof:
             return lines or None
         return lines
@@ -133,9 +129,61 @@ class Process:
         return self.returncode
 
     def close(self) -> None:
+        """Close the output pipe (the event pipe is closed through :attr:`events`)."""
         if self.popen.stdout is not None:
             self.popen.stdout.close()
         self._out = -1
+
+
+class LineReader:
+    """The non-blocking read end of a pipe that carries lines (a child's event pipe)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        os.set_blocking(fd, False)
+        self._partial = b""
+
+    def fileno(self) -> int:
+        """The pipe's read end (for select); -1 once closed."""
+        return self._fd
+
+    def read_lines(self) -> list[str] | None:
+        """Complete lines available now; None at end of the pipe. A line longer than
+        64 KiB is dropped whole: no event is that long, and a piece of one is not one."""
+        data, eof = _drain(self._fd)
+        parts = (self._partial + data).split(b"\n")
+        self._partial = parts.pop()
+        if len(self._partial) > _MAX_LINE:
+            self._partial = b"\x00"  # poisoned: the rest of this line is dropped too
+        lines = [p.decode("utf-8", "replace") for p in parts if p and len(p) <= _MAX_LINE]
+        return None if eof and not lines else lines
+
+    def close(self) -> None:
+        """Close the pipe; idempotent."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _drain(fd: int) -> tuple[bytes, bool]:
+    """Everything readable now on ``fd``, and whether its writers are all gone."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return b"".join(chunks), False
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+
+
+def _cut(line: bytes) -> list[bytes]:
+    if len(line) <= _MAX_LINE:
+        return [line]
+    return [line[i:i + _MAX_LINE] for i in range(0, len(line), _MAX_LINE)]
 
 
 def spawner(
@@ -144,7 +192,7 @@ def spawner(
     types: list[str],
     python: str = sys.executable,
     umask: int | None = None,
-) -> Callable[[SpawnRequest], Process]:
+) -> Callable[[SpawnRequest], ChildProcess]:
     """The real ``spawn`` for :class:`~djctl.daemon.manager.Manager`; each process
     gets ``umask`` (None: the supervisor's). Must be called from the supervisor's main
     thread: the kernel's parent-death signal follows the thread that forked."""
@@ -157,20 +205,31 @@ def spawner(
         if os.getppid() != supervisor:
             os._exit(1)
 
-    def spawn(request: SpawnRequest) -> Process:
+    def spawn(request: SpawnRequest) -> ChildProcess:
         index = types.index(request.type) if request.type in types else 0
-        popen = subprocess.Popen(
-            ["/bin/sh", "-c", shell_command(request.command, python)],
-            cwd=cwd,
-            env=process_env(base_env, request, index),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=before_exec,
-            close_fds=True,
-            umask=-1 if umask is None else umask,
-        )
-        return Process(popen, request.name)
+        events_r, events_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            env = process_env(base_env, request, index)
+            env[EVENT_FD_VAR] = str(events_w)
+            popen = subprocess.Popen(
+                ["/bin/sh", "-c", shell_command(request.command, python)],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=before_exec,
+                close_fds=True,
+                pass_fds=(events_w,),
+                umask=-1 if umask is None else umask,
+            )
+        except BaseException:
+            os.close(events_r)
+            raise
+        finally:
+            # Only the child may hold the write end: the pipe ends when the child does.
+            os.close(events_w)
+        return ChildProcess(popen, request.name, events_r)
 
     return spawn

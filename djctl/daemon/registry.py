@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from djctl.queue import claims as claim
 from djctl.queue.schema import djctl_processes as table
 from djctl.daemon import render
-from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.model import ProcessInfo, State
 
 Wall = Callable[[], datetime]
 

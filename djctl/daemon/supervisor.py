@@ -19,18 +19,19 @@ import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, Mapping
 
 from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
 from djctl.daemon.formation import FormationStore, ScaleError, format_formation, parse_scale
-from djctl.daemon.logs import APP, SUPERVISOR, LogLine, LogWriter, utcnow
+from djctl.daemon.logs import SUPERVISOR
+from djctl.daemon.printer import Printer
 from djctl.daemon.systemd.notify import Notifier, start_watchdog
 from djctl.daemon.paths import Paths
-from djctl.daemon.process import Process, spawner
+from djctl.daemon.process import ChildProcess, LineReader, spawner
 from djctl.daemon.registry import Heartbeat, Registry
-from djctl.daemon.render import ProcessInfo, State
+from djctl.daemon.model import ProcessInfo, State
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -39,32 +40,6 @@ _SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
 _POLL = 1.0
 # Past the grace period, how long a stop may take before the loop gives up waiting.
 _STOP_MARGIN = 5.0
-
-
-class Printer:
-    """Every line the supervisor logs: process output as ``app[worker.1]``, its own
-    events as ``djctl[worker.1]``. With ``echo`` (``--foreground``) each line is also
-    written there, as foreman does."""
-
-    def __init__(self, log: LogWriter, echo: TextIO | None = None) -> None:
-        self.log = log
-        self.echo = echo
-
-    def app(self, proc: str, line: str) -> None:
-        self._write(APP, proc, line)
-
-    def event(self, proc: str, message: str) -> None:
-        self._write(SUPERVISOR, proc, message)
-
-    def _write(self, source: str, proc: str, message: str) -> None:
-        self.log.write(source, proc, message)
-        if self.echo is not None:
-            try:
-                for part in message.rstrip("\r\n").split("\n"):
-                    self.echo.write(LogLine(utcnow(), source, proc, part.removesuffix("\r")).render() + "\n")
-                self.echo.flush()
-            except (OSError, ValueError):
-                self.echo = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +75,7 @@ class Supervisor:
         self.manager = Manager(plan.types, self._spawn, printer.event, plan.policy)
         self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, list(plan.types),
                                    umask=plan.umask)
-        self._children: dict[int, Process] = {}
+        self._children: dict[int, ChildProcess] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -203,16 +178,29 @@ class Supervisor:
                     self._drain_wake()
                 elif key.data == "signal":
                     self._on_signals()
-                else:
+                elif isinstance(key.data, ChildProcess):
                     self._read(key.data)
+                else:
+                    self._read_events(*key.data)
 
-    def _spawn(self, request: SpawnRequest) -> Process:
+    def _spawn(self, request: SpawnRequest) -> ChildProcess:
         process = self._real_spawn(request)
         self._children[process.pid] = process
         self._selector.register(process.fileno(), selectors.EVENT_READ, process)
+        if process.events is not None:
+            self._selector.register(process.events.fileno(), selectors.EVENT_READ, (process.name, process.events))
         return process
 
-    def _read(self, process: Process) -> None:
+    def _read_events(self, name: str, events: LineReader) -> None:
+        lines = events.read_lines()
+        if lines is None:
+            self._selector.unregister(events.fileno())
+            events.close()
+            return
+        for line in lines:
+            self.printer.job_event(name, self.plan.host, line)
+
+    def _read(self, process: ChildProcess) -> None:
         lines = process.read_lines()
         if lines is None:
             self._selector.unregister(process.fileno())
@@ -235,6 +223,13 @@ class Supervisor:
                 if process.fileno() >= 0:
                     self._selector.unregister(process.fileno())
                     process.close()
+            if process.events is not None and process.events.fileno() >= 0:
+                # Whatever it reported before exiting is in the pipe; a grandchild
+                # that still holds the write end must not keep it open forever.
+                self._read_events(process.name, process.events)
+                if process.events.fileno() >= 0:
+                    self._selector.unregister(process.events.fileno())
+                    process.events.close()
             del self._children[process.pid]
             info = self.manager.exited(process.pid, code)
             if info is not None and self._heartbeat is not None:

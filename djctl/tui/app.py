@@ -22,8 +22,8 @@ from textual.widgets import Button, Footer, Input, Label, Log, Static
 from textual.worker import get_current_worker
 
 from djctl import api, config
-from djctl.daemon import logs
-from djctl.tui.logtail import LogFollower, Throughput
+from djctl.daemon import client
+from djctl.tui.logtail import EventFollower, LogFollower, Throughput
 from djctl.tui.sources import (DEFAULT_QUEUE, ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source,
                       queue_label, utcnow)
 from djctl.tui.widgets import FailedPanel, Panel, Frame, LogPanel, ProcessPanel, QueuePanel, ThroughputPanel
@@ -156,7 +156,7 @@ class LogScreen(Screen[None]):
     def _filter(self, event: Input.Submitted) -> None:
         proc = event.value.strip().removeprefix("-p").strip() or None
         try:
-            logs.LogFilter(proc=proc)
+            client.LogFilter(proc=proc)
         except ValueError as e:
             self.notify(str(e), severity="error")
             return
@@ -213,7 +213,7 @@ class DjctlTop(App[None]):
         self._status()
         self.poll()
         self.set_interval(self.refresh_every, self.poll)
-        self._follow(LogFollower(self.source.log_path, on_line=self.throughput.record, store=False, backlog=5000))
+        self._follow(EventFollower(self.source.events_path, on_event=self.throughput.record, backlog=5000))
         self.follow_log(self.dashboard, None)
 
     # -- refreshing ---------------------------------------------------------------
@@ -276,15 +276,15 @@ class DjctlTop(App[None]):
     def follow_log(self, screen: Screen, proc: str | None) -> None:
         """Show the log in ``screen``'s LogPanel through ``-p proc``, replacing its earlier follower."""
         self.workers.cancel_group(screen, "log")
-        follower = LogFollower(self.source.log_path, logs.LogFilter(proc=proc))
+        follower = LogFollower(self.source.log_path, client.LogFilter(proc=proc))
         screen.query_one(LogPanel).attach(follower, proc or "")
         screen.run_worker(lambda: self._run_follower(follower), thread=True, group="log")
 
-    def _follow(self, follower: LogFollower) -> None:
+    def _follow(self, follower: EventFollower) -> None:
         self.run_worker(lambda: self._run_follower(follower), thread=True, group="throughput")
 
     @staticmethod
-    def _run_follower(follower: LogFollower) -> None:
+    def _run_follower(follower: LogFollower | EventFollower) -> None:
         follower.run(get_current_worker().cancelled_event)
 
     # -- actions --------------------------------------------------------------------

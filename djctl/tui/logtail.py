@@ -1,30 +1,28 @@
-"""The console's view of the supervisor's log: a bounded tail and the throughput it shows.
+"""The console's view of the supervisor's log and events: a bounded tail and the
+throughput it shows.
 
 djctl deletes a job when it completes, so the database cannot say how many jobs were
-done a minute ago. The log can: every worker writes one line per job,
-``[Worker(host:H pid:P)] Job Name (id=N) COMPLETED`` or ``... FAILED ...``, stamped by the
-supervisor to the microsecond. :class:`Throughput` counts those lines per second of
-their own timestamps, so the chart is right at once (its history comes from the
-log's last lines) and costs no query. It counts what this host's supervisor ran; other
-hosts' workers show in their own consoles.
+done a minute ago. The events file can: every worker reports one JSON object per job
+outcome on its event pipe, and the supervisor appends it to ``events.log`` beside the
+log. :class:`Throughput` counts those events per second of their own ``ts``, so the
+chart is right at once (its history comes from the file's last lines) and costs no
+query; no wording of a human log line can change it. It counts what this host's
+supervisor ran; other hosts' workers show in their own consoles.
 
 Memory stays flat however fast the log grows: the follower reads 64 KiB blocks
-(djctl.daemon.logs.follow), keeps at most ``keep`` lines for the screen, and the
+(djctl.daemon.client.follow_log), keeps at most ``keep`` lines for the screen, and the
 throughput keeps one counter pair per second of its window.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-from djctl.daemon import logs
-
-_JOB_RE = re.compile(r" app\[[^\]]+\]: \[Worker\([^)]*\)\] Job .* \(id=\d+\) (COMPLETED|FAILED)")
+from djctl.daemon import client
 
 
 class Throughput:
@@ -36,20 +34,23 @@ class Throughput:
         self._seconds: dict[int, list[int]] = {}
         self._newest = 0
 
-    def record(self, line: str) -> None:
-        """Count ``line`` if it is a worker's per-job line (others are ignored)."""
-        m = _JOB_RE.search(line)
-        if m is None:
+    def record(self, event: Mapping[str, Any]) -> None:
+        """Count one job outcome from the events file (``completed``, ``failed`` or
+        ``failed_permanently``) in the second of its ``ts``; anything else is ignored."""
+        kind = event.get("event")
+        if kind not in client.OUTCOMES:
             return
         try:
-            at = datetime.fromisoformat(line[: line.index(" ")])
+            at = datetime.fromisoformat(str(event.get("ts")))
         except ValueError:
             return
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=timezone.utc)
         second = int(at.timestamp())
         with self._lock:
             if second <= self._newest - self.window:
                 return
-            self._seconds.setdefault(second, [0, 0])[0 if m[1] == "COMPLETED" else 1] += 1
+            self._seconds.setdefault(second, [0, 0])[0 if kind == client.COMPLETED else 1] += 1
             if second > self._newest:
                 self._newest = second
                 cutoff = second - self.window
@@ -76,7 +77,7 @@ class LogFollower:
     matching lines. ``on_line`` sees every line that passes (for :class:`Throughput`).
     Waits for the log to appear; :attr:`status` says what it is doing."""
 
-    def __init__(self, path: Path | None, flt: logs.LogFilter = logs.LogFilter(), keep: int = 1000,
+    def __init__(self, path: Path | None, flt: client.LogFilter = client.LogFilter(), keep: int = 1000,
                  backlog: int = 200, on_line: Callable[[str], None] | None = None, store: bool = True,
                  poll: float = 0.1) -> None:
         self.path = path
@@ -95,7 +96,7 @@ class LogFollower:
             return
         while not stop.is_set():
             try:
-                lines = logs.follow(self.path, self.filter, n=self.backlog, stop=stop, poll=self.poll)
+                lines = client.follow_log(self.path, self.filter, n=self.backlog, stop=stop, poll=self.poll)
             except FileNotFoundError:
                 stop.wait(max(self.poll, 0.5))
                 continue
@@ -120,3 +121,29 @@ class LogFollower:
             self._lines.clear()
         return out
 
+
+
+class EventFollower:
+    """Follows the events file at ``path`` and hands each job outcome to ``on_event``
+    (for :class:`Throughput`), starting with the last ``backlog``; waits for the file
+    to appear and for it to come back after it was removed."""
+
+    def __init__(self, path: Path | None, on_event: Callable[[Mapping[str, Any]], None], backlog: int = 5000,
+                 poll: float = 0.1) -> None:
+        self.path = path
+        self.on_event = on_event
+        self.backlog = backlog
+        self.poll = poll
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow until ``stop`` is set (blocking: run it in a thread)."""
+        if self.path is None:
+            return
+        while not stop.is_set():
+            try:
+                for event in client.follow_events(self.path, n=self.backlog, stop=stop, poll=self.poll):
+                    self.on_event(event)
+            except FileNotFoundError:
+                stop.wait(max(self.poll, 0.5))
+                continue
+            self.backlog = 0

@@ -9,8 +9,8 @@ not grow with the number of jobs except for the per-queue counts, which read one
 (``stats.queue_depth``): the failed list and the oldest ready job are read per
 (queue, priority) group from the indexes' ranges.
 
-The supervisor is reached only through :class:`SupervisorLink` (the control socket's
-client); with no supervisor running, the processes come read-only from the
+The supervisor is reached only through :class:`SupervisorLink` (over
+:mod:`djctl.daemon.client`); with no supervisor running, the processes come read-only from the
 ``djctl_processes`` table that every supervisor keeps up to date.
 """
 
@@ -29,8 +29,7 @@ from djctl.queue import claims as claim
 from djctl.queue import doorbell
 from djctl.queue import stats
 from djctl.queue import engines as store
-from djctl.daemon import control
-from djctl.daemon.paths import Paths
+from djctl.daemon import client
 from djctl.queue.schema import delayed_jobs, djctl_processes
 
 Clock = Callable[[], datetime]
@@ -85,7 +84,7 @@ class QueueRow(stats.Depth):
 
 
 @dataclass(frozen=True)
-class Process:
+class ProcessRow:
     """One supervised process on some host. ``pid`` is None for a type scaled to zero;
     ``cpu`` (percent) and ``memory`` (RSS bytes) are known for this host's processes
     only; ``stale`` when its supervisor stopped reporting (heartbeat expired)."""
@@ -122,7 +121,7 @@ class Snapshot:
 
     taken_at: datetime
     supervisor: Supervision
-    processes: tuple[Process, ...] = ()
+    processes: tuple[ProcessRow, ...] = ()
     queues: tuple[QueueRow, ...] = ()
     failed: tuple[stats.FailedJob, ...] = ()
     failed_total: int = 0
@@ -138,6 +137,7 @@ class Source(Protocol):
     clock: Clock
     description: str
     log_path: Path | None
+    events_path: Path | None
 
     def snapshot(self, flt: JobFilter) -> Snapshot: ...
     def traceback(self, job_id: int) -> str | None: ...
@@ -150,19 +150,20 @@ class Source(Protocol):
 
 
 class SupervisorLink:
-    """The console's one door to the supervisor: the control socket's client in
-    ``state_dir``. Knows nothing of the supervisor's files."""
+    """The console's one door to the supervisor: :class:`djctl.daemon.client.SupervisorClient`
+    for ``state_dir``, its replies and refusals in the console's terms."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
+        self.client = client.SupervisorClient(self.state_dir)
 
     def ps(self) -> tuple[dict | None, str]:
         """The supervisor's ``ps`` reply, or None and why there is none."""
         try:
-            return control.Client(self.state_dir, timeout=5.0).request("ps"), ""
-        except control.NotRunning:
+            return self.client.request("ps", timeout=5.0), ""
+        except client.NotRunning:
             return None, "no supervisor running"
-        except (control.ControlError, OSError, ValueError) as e:
+        except (client.ControlError, OSError, ValueError) as e:
             return None, f"supervisor: {e}"
 
     def scale(self, process_type: str, delta: int) -> dict[str, int]:
@@ -173,10 +174,10 @@ class SupervisorLink:
 
     def _request(self, cmd: str, **args: Any) -> dict:
         try:
-            return control.Client(self.state_dir).request(cmd, **args)
-        except control.NotRunning:
+            return self.client.request(cmd, **args)
+        except client.NotRunning:
             raise ActionError("no supervisor running (start one with: djctl up)") from None
-        except control.ControlError as e:
+        except client.ControlError as e:
             raise ActionError(str(e)) from None
         except (OSError, ValueError) as e:
             raise ActionError(f"the supervisor did not answer: {e}") from None
@@ -184,7 +185,12 @@ class SupervisorLink:
 
 def log_path(settings: config.Settings) -> Path:
     """Where the supervisor of ``settings`` writes its log (``djctl logs`` reads the same)."""
-    return Paths(settings.state_dir).log
+    return client.SupervisorClient(settings.state_dir).log_path
+
+
+def events_path(settings: config.Settings) -> Path:
+    """Where the supervisor of ``settings`` writes the job outcomes its processes report."""
+    return client.SupervisorClient(settings.state_dir).events_path
 
 
 class DatabaseSource:
@@ -198,6 +204,7 @@ class DatabaseSource:
         self.host = host or claim.hostname()
         self.description = store.describe(store.normalize_url(settings.database_url))
         self.log_path: Path | None = log_path(settings)
+        self.events_path: Path | None = events_path(settings)
         self._engine = api.engine(settings.database_url)
         self._psutil: dict[int, psutil.Process] = {}
 
@@ -235,16 +242,16 @@ class DatabaseSource:
     def _read(self) -> Connection:
         return self._engine.connect().execution_options(sqlite_read=True)
 
-    def _processes(self, conn: Connection, ps: dict | None, now: datetime) -> list[Process]:
-        found: list[Process] = []
+    def _processes(self, conn: Connection, ps: dict | None, now: datetime) -> list[ProcessRow]:
+        found: list[ProcessRow] = []
         if ps is not None:
             for p in ps.get("processes") or []:
-                found.append(Process(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
+                found.append(ProcessRow(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
                                      _parse_time(p.get("since")), str(p.get("command") or "")))
             named = {p.type for p in found}
             for t in ps.get("types") or {}:
                 if t not in named:
-                    found.append(Process(t, t, self.host, None, "scaled to 0", command=ps["types"][t]))
+                    found.append(ProcessRow(t, t, self.host, None, "scaled to 0", command=ps["types"][t]))
         timeout = timedelta(seconds=self.settings.heartbeat_timeout)
         for r in self._registry_rows(conn):
             local = r.host == self.host
@@ -254,7 +261,7 @@ class DatabaseSource:
             if local and (r.pid is None or not psutil.pid_exists(r.pid)):
                 state = "down"
             stale = not local and r.heartbeat_at is not None and now - r.heartbeat_at > timeout
-            found.append(Process(r.name, r.type, r.host, r.pid, state, r.started_at, r.command or "",
+            found.append(ProcessRow(r.name, r.type, r.host, r.pid, state, r.started_at, r.command or "",
                                  local=local, stale=stale))
         jobs = self._current_jobs(conn, [p for p in found if p.pid is not None])
         out = []
@@ -271,7 +278,7 @@ class DatabaseSource:
         return list(conn.execute(select(p.host, p.pid, p.name, p.type, p.state, p.command, p.started_at,
                                         p.heartbeat_at)))
 
-    def _current_jobs(self, conn: Connection, procs: Iterable[Process]) -> dict[tuple[str, int], tuple[str, datetime]]:
+    def _current_jobs(self, conn: Connection, procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime]]:
         names = {claim.worker_name(p.host, p.pid): (p.host, p.pid) for p in procs if p.pid is not None}
         if not names:
             return {}

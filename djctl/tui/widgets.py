@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Log, Sparkline, Static
 
 from djctl.queue.stats import FailedJob
 from djctl.tui.logtail import LogFollower
-from djctl.tui.sources import Process, QueueRow, Snapshot, queue_label
+from djctl.tui.sources import ProcessRow, QueueRow, Snapshot, queue_label
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class ProcessPanel(Panel):
         self.query_one(RowTable).fill([(k, self._cells(p, frame.now)) for k, p in self._by_key.items()])
 
     @staticmethod
-    def _cells(p: Process, now: datetime) -> tuple:
+    def _cells(p: ProcessRow, now: datetime) -> tuple:
         state = Text(p.state + (" (stale)" if p.stale else ""),
                      style={"up": "green", "crashed": "bold red", "down": "dim"}.get(p.state, "yellow"))
         return (p.name, p.host, "" if p.pid is None else str(p.pid), state,
@@ -134,7 +134,7 @@ class ProcessPanel(Panel):
                 "" if p.cpu is None else f"{p.cpu:.1f}%", size(p.memory), p.job or "",
                 age(_since(now, p.job_since)))
 
-    def selected(self) -> Process | None:
+    def selected(self) -> ProcessRow | None:
         key = self.query_one(RowTable).selected_key()
         return getattr(self, "_by_key", {}).get(key) if key else None
 

@@ -1,0 +1,67 @@
+"""The supervisor's process model: the states a process passes through and the record
+of one process that ps, heartbeats and the console share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Mapping
+
+
+class State(str, Enum):
+    """A process's state, in Heroku's words."""
+
+    STARTING = "starting"
+    UP = "up"
+    CRASHED = "crashed"
+    STOPPING = "stopping"
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One supervised process as the outside world sees it (ps, heartbeats, the console).
+
+    ``since`` is when it entered ``state``; ``pid`` is None while no child runs (crashed
+    and waiting to restart); ``host`` is set only for rows read from the database."""
+
+    name: str
+    type: str
+    pid: int | None
+    state: State
+    since: datetime
+    command: str
+    started_at: datetime | None = None
+    host: str | None = None
+    heartbeat_at: datetime | None = None
+
+    def as_dict(self) -> dict:
+        """The JSON shape of the control protocol and ``ps --json``."""
+        out = {
+            "name": self.name,
+            "type": self.type,
+            "pid": self.pid,
+            "state": self.state.value,
+            "since": self.since.isoformat(),
+            "command": self.command,
+        }
+        if self.host is not None:
+            out["host"] = self.host
+            out["heartbeat_at"] = self.heartbeat_at.isoformat() if self.heartbeat_at else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ProcessInfo:
+        """Inverse of :meth:`as_dict`."""
+        beat = data.get("heartbeat_at")
+        return cls(
+            name=data["name"],
+            type=data["type"],
+            pid=data.get("pid"),
+            state=State(data["state"]),
+            since=datetime.fromisoformat(data["since"]),
+            command=data["command"],
+            host=data.get("host"),
+            heartbeat_at=datetime.fromisoformat(beat) if beat else None,
+        )
