@@ -6,15 +6,16 @@ command line refuses the console refuses too, for the same reason.
 **The retry rule.** A job may be retried when it has *failed for good* (``failed_at``
 set) or when it is *waiting for its next attempt* (it ran and failed at least once,
 ``attempts > 0``, and no worker holds it). Retrying runs it again now, its attempts
-counted from zero; its ``last_error`` stays readable until it runs. Every other job is
-refused and nothing about it changes:
+counted from zero; its ``last_error`` stays readable until it runs. A recurring schedule
+that no worker holds may be retried too: it runs now and then keeps its period (an
+operator's "run it now"). Every other job is refused and nothing about it changes:
 
 - a **running** job (claimed by a worker, ``locked_at`` set): never retried under the
   worker that holds it — that worker finishes it, and a retry would let a second worker
   run it at the same time or run it again once it has completed;
-- a job that **has not failed** (never run yet, whether ready or scheduled for later, or
-  a recurring schedule waiting for its next period): there is nothing to retry, and
-  running it early would override the ``run_at`` its application chose;
+- a job that **has not failed** (never run yet, whether ready or scheduled for later):
+  there is nothing to retry, and running it early would override the ``run_at`` its
+  application chose;
 - an **unknown** id (never existed, or deleted — a job that completed is deleted).
 
 Each condition sits in the same statement as the change it guards (no read-then-write),
@@ -85,13 +86,17 @@ class Cleared:
         where = "" if queue is EVERY else f" from queue {_label(queue)}"
         if self.jobs == 0 and self.schedules == 0 and queue is not EVERY:
             return f"No job in queue {_label(queue)}: nothing deleted."
-        schedules = f" and {_plural(self.schedules, 'recurring schedule')}" if self.schedules else ""
-        return f"Deleted {_plural(self.jobs, 'job')}{schedules}{where}."
+        parts = [_plural(self.jobs, "job")] if self.jobs or not self.schedules else []
+        if self.schedules:
+            parts.append(_plural(self.schedules, "recurring schedule"))
+        return f"Deleted {' and '.join(parts)}{where}."
 
 
 def retryable() -> ColumnElement[bool]:
-    """The retry rule as one SQL condition: failed for good, or waiting for its next attempt."""
-    return or_(_c.failed_at.is_not(None), and_(_c.locked_at.is_(None), _c.attempts > 0))
+    """The retry rule as one SQL condition: failed for good, or waiting for its next
+    attempt, or a recurring schedule waiting for its next period."""
+    waiting = or_(_c.attempts > 0, _c.schedule_key.is_not(None))
+    return or_(_c.failed_at.is_not(None), and_(_c.locked_at.is_(None), waiting))
 
 
 def retry(engine: Engine, ids: Sequence[int]) -> Outcome:
