@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, true, update
+from sqlalchemy import Connection, Engine, and_, or_, select, true, update
+from sqlalchemy import delete as delete_rows
 from sqlalchemy.sql.elements import ColumnElement
 
 from djctl import api
@@ -117,7 +118,7 @@ def deletable() -> ColumnElement[bool]:
     return or_(_c.locked_at.is_(None), _c.failed_at.is_not(None))
 
 
-def delete_jobs(engine: Engine, ids: Sequence[int]) -> Outcome:
+def delete(engine: Engine, ids: Sequence[int]) -> Outcome:
     """Delete the jobs ``ids`` unless a worker is running one; all or nothing, as :func:`retry`."""
     return _on_ids(engine, ids, _delete, deletable(), wakes=False)
 
@@ -129,12 +130,11 @@ def delete_failed(engine: Engine, queue: QueueChoice = EVERY, flt: FailedFilter 
 
 def clear(engine: Engine, queue: QueueChoice = EVERY) -> Cleared:
     """Delete every job of ``queue`` (default: every queue), running ones and recurring
-    schedules included, as delayed_job's ``jobs:clear``; counts, not ids (there may be
-    millions). A running job's worker finds it gone and changes nothing."""
+    schedules included; counts, not ids (there may be millions). A running job's worker finds it gone and changes nothing."""
     where = _queue(queue)
     with engine.begin() as conn:
-        schedules = conn.execute(delete(delayed_jobs).where(where, _c.schedule_key.is_not(None))).rowcount
-        jobs = conn.execute(delete(delayed_jobs).where(where)).rowcount
+        schedules = conn.execute(delete_rows(delayed_jobs).where(where, _c.schedule_key.is_not(None))).rowcount
+        jobs = conn.execute(delete_rows(delayed_jobs).where(where)).rowcount
     return Cleared(int(jobs or 0), int(schedules or 0))
 
 
@@ -156,7 +156,7 @@ def _retry(where: ColumnElement[bool], now: datetime) -> Any:
 
 
 def _delete(where: ColumnElement[bool], now: datetime) -> Any:
-    return delete(delayed_jobs).where(where)
+    return delete_rows(delayed_jobs).where(where)
 
 
 def _on_ids(engine: Engine, ids: Sequence[int], change: Change, allowed: ColumnElement[bool],

@@ -322,7 +322,7 @@ class DatabaseSource:
     def delete(self, ids: Sequence[int]) -> int:
         """Delete these jobs; how many. ActionError (nothing deleted) when a worker is
         running one or one is gone."""
-        outcome = admin.delete_jobs(self._engine, ids)
+        outcome = admin.delete(self._engine, ids)
         if outcome.refused:
             raise ActionError(_refused("deleted", outcome))
         return len(outcome.done)

@@ -90,10 +90,10 @@ def test_delete_refuses_a_running_job_and_takes_any_other(db_url: str) -> None:
     running = held()
     (bad,) = failed(None)
     ready = djctl.enqueue(Fail())
-    assert admin.delete_jobs(eng, [running, bad, ready]).refused == {running: Refusal.RUNNING}
+    assert admin.delete(eng, [running, bad, ready]).refused == {running: Refusal.RUNNING}
     assert count(db_url) == 3
-    assert admin.delete_jobs(eng, [bad, ready]).done == (bad, ready)
-    assert admin.delete_jobs(eng, [bad]).refused == {bad: Refusal.UNKNOWN}
+    assert admin.delete(eng, [bad, ready]).done == (bad, ready)
+    assert admin.delete(eng, [bad]).refused == {bad: Refusal.UNKNOWN}
     assert admin.delete_failed(eng).done == () and count(db_url) == 1
 
 

@@ -68,7 +68,7 @@ def waiting(queue: str) -> int:
 def unknown(queue: str) -> int:
     """The id of a job deleted since (a completed job is deleted, too)."""
     job = djctl.enqueue(Fail("boom"), queue=queue)
-    assert admin.delete_jobs(api.engine(), [job]).done == (job,)
+    assert admin.delete(api.engine(), [job]).done == (job,)
     return job
 
 
@@ -90,7 +90,7 @@ def become(kind: str, job: int, queue: str) -> None:
         work_off(queue, max_attempts=25)
         assert _state(job)["attempts"] == 1 and _state(job)["failed_at"] is None
     elif kind == "unknown":  # a colleague deleted it
-        assert admin.delete_jobs(eng, [job]).done == (job,)
+        assert admin.delete(eng, [job]).done == (job,)
     elif kind == "scheduled":  # the row as an enqueue for an hour from now leaves it
         with eng.begin() as conn:
             conn.execute(update(delayed_jobs).where(_c.id == job).values(
