@@ -100,7 +100,8 @@ def clear(ctx: click.Context, queue: str | None) -> None:
 @click.option("--queue", help="With --failed: only this queue.")
 @click.pass_context
 def retry(ctx: click.Context, ids: tuple[int, ...], all_failed: bool, queue: str | None) -> None:
-    """Run jobs again now: the given IDs (failed, or waiting for their next attempt), or every failed job."""
+    """Run jobs again now: the given IDs (failed, waiting for their next attempt, or recurring
+    schedules), or every failed job. One ID refused (unknown, running, never run) and none is retried."""
     if bool(ids) == all_failed:
         raise UsageFailure("give job IDs or --failed (not both)")
     if queue is not None and not all_failed:
@@ -117,7 +118,7 @@ def retry(ctx: click.Context, ids: tuple[int, ...], all_failed: bool, queue: str
 
 
 def _refusal(outcome: admin.Outcome) -> str:
-    """The one line for a refused retry: which ids, why, and that nothing changed."""
+    """The one line for a refused retry: which ids, and why."""
     parts = []
     gone = outcome.refused_for(admin.Refusal.UNKNOWN, admin.Refusal.RUNNING)
     if gone:
