@@ -20,8 +20,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from djctl import api, config, payload
-from djctl.queue import doorbell
-from djctl.queue import engines as store
+from djctl.queue import admin
 from djctl.enqueue import Options
 from djctl.handlers import display_name, encode_call, encode_job
 from djctl.recurrence import Recurrence, format_every
@@ -223,7 +222,5 @@ def _upsert(conn: Connection, row: dict):
 
 
 def _ring() -> None:
-    url = store.normalize_url(config.current().database_url)
-    if url.get_backend_name() != "postgresql":
-        doorbell.ring(doorbell.bell_dir(store.url_key(url)))
+    admin.wake(config.current().database_url)
 

@@ -228,9 +228,9 @@ def test_retry_ids_failed_and_failed_in_a_queue(db_url, cli, engine):
     assert r.returncode == 2 and r.stderr == "djctl: no job to retry with id 999999 (unknown, or running now)\n"
     assert table(engine) == before
 
-    r = cli("retry", str(scheduled))
-    assert (r.returncode, r.stdout) == (0, "Retrying 1 job.\n")
-    assert count(db_url, "id = :i AND run_at <= :now", i=scheduled, now=utcnow()) == 1
+    r = cli("retry", str(scheduled))  # never ran: nothing to retry, and its run_at stands
+    assert r.returncode == 2 and r.stderr.startswith(f"djctl: job {scheduled} has not failed: nothing to retry")
+    assert table(engine) == before
 
     r = cli("retry", "--failed", "--queue", "mail")
     assert (r.returncode, r.stdout) == (0, "Retrying 2 jobs.\n")
@@ -240,6 +240,7 @@ def test_retry_ids_failed_and_failed_in_a_queue(db_url, cli, engine):
     r = cli("retry", "--failed")
     assert (r.returncode, r.stdout) == (0, "Retrying 1 job.\n")
     assert count(db_url, "failed_at IS NULL AND attempts = 0 AND locked_at IS NULL") == 4
+    assert count(db_url, "id = :i AND run_at > :now", i=scheduled, now=utcnow()) == 1
     # The last error stays readable until the job runs again.
     assert count(db_url, "last_error = 'RuntimeError: boom'") == 3
 

@@ -316,7 +316,7 @@ def test_djctl_retry_runs_a_schedule_now_and_it_keeps_recurring(db_url: str, djc
 def test_djctl_clear_removes_schedules_with_the_other_jobs(db_url: str, djctl_env: dict) -> None:
     schedule(nightly_cleanup, every=timedelta(hours=1), key="a", queue="ops")
     schedule(nightly_cleanup, every=timedelta(hours=1), key="b")
-    assert run(djctl_env, "clear", "--queue", "ops").stdout == "Deleted 1 job from queue ops.\n"
+    assert run(djctl_env, "clear", "--queue", "ops").stdout == "Deleted 1 recurring schedule from queue ops.\n"
     assert [s.key for s in schedules()] == ["b"]
 
 

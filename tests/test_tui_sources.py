@@ -13,7 +13,7 @@ from djctl import api, config
 from djctl.queue import claims as claim
 from djctl.queue import stats
 from djctl.queue.schema import delayed_jobs
-from djctl.tui.sources import DEFAULT_QUEUE, DatabaseSource, JobFilter
+from djctl.tui.sources import DEFAULT_QUEUE, ActionError, DatabaseSource, JobFilter
 from djctl.worker.worker import Worker
 from tests.conftest import count
 from tests.jobs import Fail, Touch
@@ -156,7 +156,10 @@ def test_queue_filter_and_actions(db_url):
     assert [q.queue for q in snap.queues] == ["default"] and [j.id for j in snap.failed] == [a]
     assert "RuntimeError: a" in source.traceback(a) and "Traceback" in source.traceback(a)
 
-    assert source.retry([a, ready]) == 1  # only failed jobs are retried
+    with pytest.raises(ActionError, match=f"job {ready} not retried: it is gone"):  # its worker ran it
+        source.retry([a, ready])  # all or nothing: a is not retried either
+    assert count(db_url, "id = :id AND failed_at IS NOT NULL", id=a) == 1
+    assert source.retry([a]) == 1
     assert count(db_url, "id = :id AND failed_at IS NULL AND attempts = 0", id=a) == 1
     assert source.retry_failed(JobFilter(queue="mail", text="b")) == 1
     assert count(db_url, "failed_at IS NOT NULL") == 0
@@ -166,7 +169,9 @@ def test_queue_filter_and_actions(db_url):
     with api.engine(db_url).begin() as conn:  # a job a worker holds right now
         conn.execute(text("UPDATE delayed_jobs SET locked_at = :t, locked_by = 'host:x pid:1' WHERE id = :id"),
                      {"t": api.utc_naive(api.now()), "id": held})
-    assert source.delete([held]) == 0
+    with pytest.raises(ActionError, match=f"job {held} not deleted: a worker is running it"):
+        source.delete([held])
+    assert count(db_url, "id = :id", id=held) == 1
     assert source.delete_failed(JobFilter(queue="mail")) == 1
     assert source.delete_failed(JobFilter(job_class="fail")) == 2 and count(db_url, "failed_at IS NOT NULL") == 0
     assert source.clear_queue("mail") == 1  # clear takes everything, as djctl clear --queue does

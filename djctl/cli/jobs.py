@@ -9,14 +9,12 @@ import time
 from typing import Any
 
 import click
-from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
 from djctl import api
 from djctl.cli.base import Failure, UsageFailure, _first_line, connect, import_app, settings
-from djctl.queue import doorbell, migrations
+from djctl.queue import admin, migrations
 from djctl.queue import engines as store
-from djctl.queue.schema import delayed_jobs
 from djctl.queue.stats import queue_depth, render_depth
 
 
@@ -90,14 +88,10 @@ def workoff(ctx: click.Context, **opts: Any) -> None:
 @click.option("--queue", help="Delete only this queue's jobs.")
 @click.pass_context
 def clear(ctx: click.Context, queue: str | None) -> None:
-    """Delete jobs (rake jobs:clear)."""
+    """Delete jobs and recurring schedules (rake jobs:clear)."""
     eng = connect(settings(ctx))
-    stmt = delete(delayed_jobs)
-    if queue is not None:
-        stmt = stmt.where(delayed_jobs.c.queue == queue)
-    with eng.begin() as conn:
-        n = conn.execute(stmt).rowcount
-    click.echo(f"Deleted {n} job{'s' if n != 1 else ''}{f' from queue {queue}' if queue else ''}.")
+    choice = admin.EVERY if queue is None else queue
+    click.echo(admin.clear(eng, choice).sentence(choice))
 
 
 @click.command()
@@ -106,30 +100,35 @@ def clear(ctx: click.Context, queue: str | None) -> None:
 @click.option("--queue", help="With --failed: only this queue.")
 @click.pass_context
 def retry(ctx: click.Context, ids: tuple[int, ...], all_failed: bool, queue: str | None) -> None:
-    """Run jobs again now: the given IDs, or every failed job."""
+    """Run jobs again now: the given IDs (failed, waiting for their next attempt, or recurring
+    schedules), or every failed job. One ID refused (unknown, running, never run) and none is retried."""
     if bool(ids) == all_failed:
         raise UsageFailure("give job IDs or --failed (not both)")
     if queue is not None and not all_failed:
         raise UsageFailure("--queue goes with --failed")
-    s = settings(ctx)
-    eng = connect(s)
-    now = api.utc_naive(api.now())
-    t = delayed_jobs.c
-    values = dict(failed_at=None, attempts=0, run_at=now, locked_at=None, locked_by=None, updated_at=now)
-    with eng.begin() as conn:
-        if all_failed:
-            stmt = update(delayed_jobs).where(t.failed_at.is_not(None))
-            if queue is not None:
-                stmt = stmt.where(t.queue == queue)
-            n = conn.execute(stmt.values(**values)).rowcount
-        else:
-            found = set(conn.scalars(select(t.id).where(t.id.in_(ids), t.locked_at.is_(None) | t.failed_at.is_not(None))))
-            missing = sorted(set(ids) - found)
-            if missing:
-                raise UsageFailure(f"no job to retry with id {', '.join(map(str, missing))} (unknown, or running now)")
-            n = conn.execute(update(delayed_jobs).where(t.id.in_(ids)).values(**values)).rowcount
-    doorbell.ring_for(s.database_url)
+    eng = connect(settings(ctx))
+    if all_failed:
+        outcome = admin.retry_failed(eng, admin.EVERY if queue is None else queue)
+    else:
+        outcome = admin.retry(eng, ids)
+    if outcome.refused:
+        raise UsageFailure(_refusal(outcome))
+    n = len(outcome.done)
     click.echo(f"Retrying {n} job{'s' if n != 1 else ''}.")
+
+
+def _refusal(outcome: admin.Outcome) -> str:
+    """The one line for a refused retry: which ids, and why."""
+    parts = []
+    gone = outcome.refused_for(admin.Refusal.UNKNOWN, admin.Refusal.RUNNING)
+    if gone:
+        parts.append(f"no job to retry with id {', '.join(map(str, gone))} (unknown, or running now)")
+    early = outcome.refused_for(admin.Refusal.NOT_FAILED)
+    if early:
+        ids = ", ".join(map(str, early))
+        parts.append(f"job {ids} {'has' if len(early) == 1 else 'have'} not failed: nothing to retry "
+                     "(a job waits for its run_at; delete it or let it run)")
+    return "; ".join(parts)
 
 
 @click.command()

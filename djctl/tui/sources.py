@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import psutil
-from sqlalchemy import Connection, and_, delete, func, select, union_all, update
+from sqlalchemy import Connection, func, select, union_all
 
 from djctl import api, config
 from djctl.queue import claims as claim
-from djctl.queue import doorbell
+from djctl.queue import admin
 from djctl.queue import stats
 from djctl.queue import engines as store
 from djctl.daemon import client
@@ -315,50 +315,50 @@ class DatabaseSource:
         return f"Scaling {process_type} processes... done, now running {process_type} at {n}."
 
     def retry(self, ids: Sequence[int]) -> int:
-        """Run these failed jobs again now; how many there were."""
-        t = delayed_jobs.c
-        return self._retry(and_(t.id.in_(list(ids)), t.failed_at.is_not(None))) if ids else 0
+        """Run these jobs again now, under the retry rule of ``queue.admin``; how many.
+        ActionError (nothing changed) when one is refused."""
+        outcome = admin.retry(self._engine, ids)
+        if outcome.refused:
+            raise ActionError(_refused("retried", outcome))
+        return len(outcome.done)
 
     def retry_failed(self, flt: JobFilter) -> int:
         """Run again every failed job matching ``flt``; how many."""
-        return self._retry(self._failed_where(flt))
+        return len(admin.retry_failed(self._engine, _queue(flt.queue), flt.failed).done)
 
     def delete(self, ids: Sequence[int]) -> int:
-        """Delete these jobs unless a worker holds them now; how many were deleted."""
-        if not ids:
-            return 0
-        t = delayed_jobs.c
-        return self._write(delete(delayed_jobs).where(t.id.in_(list(ids)),
-                                                      t.locked_at.is_(None) | t.failed_at.is_not(None)))
+        """Delete these jobs; how many. ActionError (nothing deleted) when a worker is
+        running one or one is gone."""
+        outcome = admin.delete(self._engine, ids)
+        if outcome.refused:
+            raise ActionError(_refused("deleted", outcome))
+        return len(outcome.done)
 
     def delete_failed(self, flt: JobFilter) -> int:
         """Delete every failed job matching ``flt``; how many."""
-        return self._write(delete(delayed_jobs).where(self._failed_where(flt)))
+        return len(admin.delete_failed(self._engine, _queue(flt.queue), flt.failed).done)
 
     def clear_queue(self, queue: str | None) -> int:
-        """Delete every job of ``queue`` (None: the default queue), as ``djctl clear --queue``."""
-        t = delayed_jobs.c
-        return self._write(delete(delayed_jobs).where(t.queue.is_(None) if queue is None else t.queue == queue))
+        """Delete every job of ``queue`` (None: the default queue), recurring schedules
+        included, as ``djctl clear --queue``; how many rows."""
+        cleared = admin.clear(self._engine, queue)
+        return cleared.jobs + cleared.schedules
 
-    def _failed_where(self, flt: JobFilter):
-        t = delayed_jobs.c
-        where = [t.failed_at.is_not(None), *flt.failed.clauses()]
-        if flt.queue is not None:
-            where.append(t.queue == flt.queue)
-        return and_(*where)
 
-    def _retry(self, where: Any) -> int:
-        now = api.utc_naive(self.clock())
-        n = self._write(update(delayed_jobs).where(where).values(
-            failed_at=None, attempts=0, run_at=now, locked_at=None, locked_by=None, updated_at=now))
-        url = store.normalize_url(self.settings.database_url)
-        if n and url.get_backend_name() != "postgresql":
-            doorbell.ring(doorbell.bell_dir(store.url_key(url)))  # PostgreSQL's trigger wakes them
-        return n
+def _queue(label: str | None) -> admin.QueueChoice:
+    """The queue a filter names: every queue, the default one, or a named one."""
+    if label is None:
+        return admin.EVERY
+    return label
 
-    def _write(self, stmt: Any) -> int:
-        with self._engine.begin() as conn:
-            return int(conn.execute(stmt).rowcount or 0)
+
+_WHY = {admin.Refusal.UNKNOWN: "it is gone (completed or deleted)",
+        admin.Refusal.RUNNING: "a worker is running it",
+        admin.Refusal.NOT_FAILED: "it has not failed, so there is nothing to retry"}
+
+
+def _refused(done: str, outcome: admin.Outcome) -> str:
+    return "; ".join(f"job {i} not {done}: {_WHY[r]}" for i, r in sorted(outcome.refused.items()))
 
 
 def _parse_time(value: Any) -> datetime | None:
