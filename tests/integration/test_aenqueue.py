@@ -43,7 +43,7 @@ def test_aenqueue_and_aenqueue_many_from_a_running_loop(db_url, tmp_path):
     one, many = asyncio.run(main())
     assert many == [one + 1, one + 2]
     assert [(h["key"], h["priority"], h["queue"]) for h in handlers(db_url)] == [
-        ("a", 3, "mail"), ("b", -1, None), ("c", -1, None)]
+        ("a", 3, "mail"), ("b", -1, "default"), ("c", -1, "default")]
     assert asyncio.run(djctl.aenqueue_many([])) == []
 
 
