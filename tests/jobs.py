@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path  # noqa: F401 - tests name tests.jobs:Path, a class from outside
 from dataclasses import dataclass
+from pathlib import Path  # noqa: F401 - tests name tests.jobs:Path, a class from outside
 
 
 @dataclass
@@ -40,8 +40,8 @@ def add_line(path: str, text: str) -> None:
 
 import enum
 import json
-import signal
 import select
+import signal
 from datetime import datetime, timedelta
 
 import djctl

@@ -5,7 +5,8 @@ import subprocess
 
 import djctl
 from tests import jobs
-from tests.conftest import count, djctl_cmd
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count
 
 
 def test_bench_reports_three_rates_and_leaves_the_queue_as_it_was(db_url, djctl_env, tmp_path):

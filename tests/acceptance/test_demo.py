@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import ROOT, count, djctl_cmd
+from tests.support.commands import ROOT, djctl_cmd
+from tests.support.rows import count
 
 
 def _in(directory: Path) -> list[psutil.Process]:

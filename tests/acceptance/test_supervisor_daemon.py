@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 import djctl
-from tests.conftest import count, wait_for
 from tests.jobs import Gate, Touch
-from tests.test_supervisor_helpers import App, heavy, locked, registered
+from tests.support.app import App, heavy, running_app
+from tests.support.rows import count, locked, registered
+from tests.support.waiting import wait_for
 
 # The lighter acceptance tests run on MySQL too; the others on SQLite and PostgreSQL.
 ALSO_ON_MYSQL = {"test_up_scale_down_up"}
@@ -30,10 +31,7 @@ ALSO_ON_MYSQL = {"test_up_scale_down_up"}
 def app(db_kind, request, tmp_path):
     if request.node.originalname not in ALSO_ON_MYSQL:
         heavy(db_kind)
-    url = request.getfixturevalue("db_url")
-    a = App(tmp_path / "app", request.getfixturevalue("djctl_env"), url)
-    yield a
-    a.kill_everything()
+    yield from running_app(request, tmp_path)
 
 
 def test_up_scale_down_up(app, tmp_path):

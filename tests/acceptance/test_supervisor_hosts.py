@@ -8,9 +8,10 @@ import json
 import pytest
 
 import djctl
-from tests.conftest import wait_for
 from tests.jobs import Touch
-from tests.test_supervisor_helpers import App, job_row, locked, registered
+from tests.support.app import App
+from tests.support.rows import job_row, locked, registered
+from tests.support.waiting import wait_for
 
 TIMEOUT = 2.0
 

@@ -11,9 +11,10 @@ import threading
 import pytest
 
 import djctl
-from tests.conftest import count, wait_for
 from tests.jobs import Touch
-from tests.test_supervisor_helpers import LINE, App, heavy, locked
+from tests.support.app import LINE, App, heavy, running_app
+from tests.support.rows import count, locked
+from tests.support.waiting import wait_for
 
 LINES = 1000
 # Says it is ready, waits for the go file, then talks fast (forcing rotations), then idles.
@@ -31,13 +32,10 @@ time.sleep(600)
 @pytest.fixture
 def app(db_kind, request, tmp_path):
     heavy(db_kind)
-    url = request.getfixturevalue("db_url")
-    a = App(tmp_path / "app", request.getfixturevalue("djctl_env"), url,
-            procfile=f"worker: djctl work\ntalk: {sys.executable} talk.py\n")
-    (a.dir / "talk.py").write_text(TALK)
-    (a.dir / "pyproject.toml").write_text("[tool.djctl]\nlog-max-bytes = 8192\nlog-backups = 5\n")
-    yield a
-    a.kill_everything()
+    for a in running_app(request, tmp_path, procfile=f"worker: djctl work\ntalk: {sys.executable} talk.py\n"):
+        (a.dir / "talk.py").write_text(TALK)
+        (a.dir / "pyproject.toml").write_text("[tool.djctl]\nlog-max-bytes = 8192\nlog-backups = 5\n")
+        yield a
 
 
 class Follower:

@@ -23,8 +23,10 @@ from djctl.tui.app import ConfirmScreen, DjctlTop, FilterScreen, HelpScreen, Log
 from djctl.tui.sources import DatabaseSource
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel
 from djctl.worker.worker import Worker
-from tests.conftest import count, djctl_cmd, wait_for
 from tests.jobs import Fail, Touch
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count
+from tests.support.waiting import wait_for
 
 SIZE = (160, 50)
 

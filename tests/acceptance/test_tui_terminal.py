@@ -13,11 +13,12 @@ import pytest
 
 import djctl
 from djctl import api
-from djctl.queue import stats
 from djctl.daemon import control
+from djctl.queue import stats
 from djctl.worker.worker import Worker
-from tests.conftest import djctl_cmd, wait_for
 from tests.jobs import Fail, Touch
+from tests.support.commands import djctl_cmd
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 PROMPT = "READY$ "

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 import djctl
 from djctl import api
 from djctl.queue import claims as claim
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
-from tests.conftest import count, djctl_cmd, wait_for
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count, row, utcnow
+from tests.support.waiting import wait_for
 
 HOST = claim.hostname()
 DEADLINE = 60.0
@@ -73,16 +75,6 @@ def start(procs: list, tmp_path: Path, env: dict, *args: str) -> Proc:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-def row(engine, job_id: int) -> dict | None:
-    with engine.connect().execution_options(sqlite_read=True) as conn:
-        found = conn.execute(select(delayed_jobs).where(delayed_jobs.c.id == job_id)).first()
-    return dict(found._mapping) if found else None
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def started_pid(path: Path) -> int:

@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 
 import djctl
-from tests.conftest import count, wait_for
 from tests.jobs import Gate, Touch
-from tests.test_supervisor_helpers import App, heavy, job_row, locked
-
+from tests.support.app import heavy, running_app
+from tests.support.rows import count, job_row, locked
+from tests.support.waiting import wait_for
 
 # The lighter acceptance tests run on MySQL too; the others on SQLite and PostgreSQL.
 ALSO_ON_MYSQL = {"test_a_worker_killed_mid_job_has_its_claim_released_within_a_second"}
@@ -24,11 +24,8 @@ ALSO_ON_MYSQL = {"test_a_worker_killed_mid_job_has_its_claim_released_within_a_s
 def app(db_kind, request, tmp_path):
     if request.node.originalname not in ALSO_ON_MYSQL:
         heavy(db_kind)
-    url = request.getfixturevalue("db_url")
-    a = App(tmp_path / "app", request.getfixturevalue("djctl_env"), url,
-            DJ_RESTART_STABLE_AFTER="0.3", DJ_RESTART_BACKOFF="0.05", DJ_RESTART_BACKOFF_MAX="0.4")
-    yield a
-    a.kill_everything()
+    yield from running_app(request, tmp_path, DJ_RESTART_STABLE_AFTER="0.3", DJ_RESTART_BACKOFF="0.05",
+                           DJ_RESTART_BACKOFF_MAX="0.4")
 
 
 @pytest.mark.serial  # a one-second deadline: run alone, after the parallel part of the suite

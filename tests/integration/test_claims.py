@@ -5,29 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 import djctl
 from djctl.queue import claims as claim
 from djctl.queue.claims import Claims, Filter
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
+from tests.support.rows import row, utcnow
 
 HOST = claim.hostname()
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
 def add(n: int = 1, **opts) -> list[int]:
     return djctl.enqueue_many([jobs.Touch("/dev/null", f"k{i}") for i in range(n)], **opts)
-
-
-def row(engine, job_id: int) -> dict | None:
-    with engine.connect().execution_options(sqlite_read=True) as conn:
-        found = conn.execute(select(delayed_jobs).where(delayed_jobs.c.id == job_id)).first()
-    return dict(found._mapping) if found else None
 
 
 def set_rows(engine, ids, **values) -> None:

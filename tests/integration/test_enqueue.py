@@ -11,13 +11,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import String, event, select, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, object_session
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    object_session,
+)
 
 import djctl
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
-from tests.conftest import count
 from tests.jobs import Color, Level, Point, add_line
+from tests.support.rows import count, utcnow
 
 
 class Base(DeclarativeBase):
@@ -58,10 +64,6 @@ def rows(engine) -> list[dict]:
 
 def work_off(num: int = 100) -> tuple[int, int]:
     return djctl.Worker(sleep_delay=0.2).work_off(num)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def lines(path: Path) -> list[str]:

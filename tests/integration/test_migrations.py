@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from djctl.queue import migrations
-from djctl.queue import schema
 from djctl.queue import engines as store
-from tests.conftest import URLS, database_url, djctl_cmd
+from djctl.queue import migrations, schema
+from tests.support.commands import djctl_cmd
+from tests.support.databases import URLS, database_url
 
 
 def _new_database(kind: str, tmp_path: Path, label: str) -> Iterator[str]:
@@ -171,7 +171,7 @@ def test_the_engine_upgrades_on_first_use(empty_url):
 
 
 def test_upgrade_of_a_database_that_does_not_answer_is_one_line():
-    from tests.conftest import ROOT
+    from tests.support.commands import ROOT
 
     env = {k: v for k, v in os.environ.items() if k not in ("DJ_DATABASE_URL", "DATABASE_URL")}
     env["PYTHONPATH"] = str(ROOT)

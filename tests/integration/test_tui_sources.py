@@ -15,8 +15,8 @@ from djctl.queue import stats
 from djctl.queue.schema import delayed_jobs
 from djctl.tui.sources import DEFAULT_QUEUE, DatabaseSource, JobFilter
 from djctl.worker.worker import Worker
-from tests.conftest import count
 from tests.jobs import Fail, Touch
+from tests.support.rows import count
 
 
 def fail(message: str, queue: str | None = None, priority: int = 0) -> int:

@@ -11,26 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 
 import djctl
 from djctl import config
 from djctl.queue import claims as claim
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
-from tests.conftest import count
+from tests.support.rows import count, row, utcnow
 
 HOST = claim.hostname()
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def row(engine, job_id: int) -> dict | None:
-    with engine.connect().execution_options(sqlite_read=True) as conn:
-        found = conn.execute(select(delayed_jobs).where(delayed_jobs.c.id == job_id)).first()
-    return dict(found._mapping) if found else None
 
 
 def set_row(engine, job_id: int, **values) -> None:

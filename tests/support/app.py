@@ -1,5 +1,5 @@
 """An application directory driven through the real ``djctl`` CLI, for the supervisor's
-acceptance tests (test_supervisor_*.py). No tests here."""
+acceptance and chaos tests. No tests here."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
 
-from djctl import api, config
+from djctl import config
 from djctl.cli import main as cli
 from djctl.daemon.control import Client
-from tests.conftest import djctl_cmd, wait_for
+from tests.support.commands import djctl_cmd
+from tests.support.waiting import wait_for
 
 LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00 (app|djctl)\[[A-Za-z0-9_.-]+\]: .*")
 
@@ -142,26 +143,20 @@ class App:
         wait_for(lambda: not self.ours(), 10, message="leftover processes killed")
 
 
-def locked(url: str) -> list[tuple[int, str]]:
-    with api.engine(url).connect().execution_options(sqlite_read=True) as conn:
-        return [tuple(r) for r in conn.execute(text(
-            "SELECT id, locked_by FROM delayed_jobs WHERE locked_by IS NOT NULL ORDER BY id"))]
-
-
-def job_row(url: str, job_id: int) -> dict | None:
-    with api.engine(url).connect().execution_options(sqlite_read=True) as conn:
-        row = conn.execute(text("SELECT attempts, locked_by, last_error, failed_at FROM delayed_jobs "
-                                "WHERE id = :id"), {"id": job_id}).mappings().first()
-    return dict(row) if row else None
-
-
-def registered(url: str) -> list[dict]:
-    with api.engine(url).connect().execution_options(sqlite_read=True) as conn:
-        return [dict(r) for r in conn.execute(text("SELECT host, name, pid FROM djctl_processes")).mappings()]
-
-
 def heavy(db_kind: str) -> None:
     """Heavy acceptance tests run on SQLite and PostgreSQL (the issue's databases)."""
     if db_kind == "mysql":
         pytest.skip("heavy supervisor tests run on SQLite and PostgreSQL")
 
+
+
+def running_app(request: pytest.FixtureRequest, tmp_path: Path, name: str = "app", procfile: str | None = None,
+                **extra: str) -> Iterator[App]:
+    """An :class:`App` on the test's database (fixtures ``db_url`` and ``djctl_env``), for a
+    fixture to ``yield from``: every process started for it is killed afterwards."""
+    app = App(tmp_path / name, request.getfixturevalue("djctl_env"), request.getfixturevalue("db_url"),
+              procfile, **extra)
+    try:
+        yield app
+    finally:
+        app.kill_everything()

@@ -10,8 +10,8 @@ import pytest
 
 from djctl.config import ConfigError
 from djctl.daemon import render
-from djctl.daemon.render import ProcessInfo, State
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
+from djctl.daemon.render import ProcessInfo, State
 
 T0 = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
 
