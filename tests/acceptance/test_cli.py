@@ -1,4 +1,4 @@
-"""The CLI of SPEC §1 and §3, run as a user runs it: settings precedence, work, workoff, clear,
+"""The CLI of SPEC §1 and §3, run as a user runs it: work, workoff, clear,
 retry, stats [--json], and bad input (one line, exit 2, nothing changed)."""
 
 from __future__ import annotations

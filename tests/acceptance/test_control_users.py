@@ -1,4 +1,4 @@
-"""The control socket: JSON lines over a real unix socket, open to its owner only."""
+"""The control socket refuses other users: forked children as uid 65534 (needs root)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The supervisor's log: format, filters, writer, rotation, tail and follow."""
+"""The supervisor's log followed while another process writes and rotates it."""
 
 from __future__ import annotations
 

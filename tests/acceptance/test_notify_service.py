@@ -1,4 +1,4 @@
-"""sd_notify without libsystemd: a real datagram socket stands in for systemd's."""
+"""sd_notify from a real service process: a datagram socket stands in for systemd's."""
 
 from __future__ import annotations
 

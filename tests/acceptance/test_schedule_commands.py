@@ -1,4 +1,4 @@
-"""Recurring jobs end to end: schedule / unschedule / schedules, real workers, the CLI."""
+"""Recurring jobs end to end: real worker processes and the schedules / unschedule / retry / clear commands."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The console's log tail and throughput: what they count, and flat memory while the log grows by 100 MB."""
+"""The console's log tail keeps flat memory while another process grows the log by 100 MB."""
 
 from __future__ import annotations
 

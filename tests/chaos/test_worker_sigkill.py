@@ -1,6 +1,6 @@
 """Issue 8, acceptance 1: a SIGKILL storm on the workers loses no job, on every database.
 
-The issue-3 variant (tests/test_supervisor_chaos.py) runs 1,500 jobs on SQLite and
+The issue-3 variant (tests/chaos/test_supervisor_chaos.py) runs 1,500 jobs on SQLite and
 PostgreSQL; this one runs the issue's numbers on all three databases.
 """
 

@@ -1,4 +1,4 @@
-"""When recurring jobs run next (every / cron, across daylight saving), and what becomes of them when a run goes wrong."""
+"""Recurring jobs on each database: cron across daylight saving, and what becomes of a run that goes wrong."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select, text, update
 
 from djctl import api
 from djctl.queue import claims as claim
-from djctl.queue.claims import ClaimedJob, Claims
+from djctl.queue.claims import Claims
 from djctl.queue.schema import delayed_jobs
 from djctl.recurrence import next_run
 from djctl.schedules import schedule
@@ -21,10 +21,6 @@ UTC = timezone.utc
 
 def utc(*args: int) -> datetime:
     return datetime(*args)
-
-
-def recurring(run_at: datetime, reoccur_in: int | None = None, cron: str | None = None) -> ClaimedJob:
-    return ClaimedJob(1, "{}", 1, 0, run_at, None, reoccur_in, cron)
 
 
 # -- through the database, with an injected clock -----------------------------------------------

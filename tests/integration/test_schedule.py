@@ -1,8 +1,7 @@
-"""Recurring jobs end to end: schedule / unschedule / schedules, real workers, the CLI."""
+"""Recurring jobs through the API on each database: schedule, unschedule, what is refused."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,7 +16,6 @@ from djctl.queue.schema import delayed_jobs
 from djctl.schedules import schedule, schedules, unschedule
 from djctl.worker.worker import Worker
 from tests.jobs import Touch
-from tests.support.commands import djctl_cmd
 from tests.support.rows import count
 from tests.support.waiting import wait_for
 
@@ -176,5 +174,3 @@ def test_unschedule(db_url: str) -> None:
 # -- the CLI ------------------------------------------------------------------------------------------
 
 
-def run(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(djctl_cmd(*args), env=env, capture_output=True, text=True, timeout=60)

@@ -1,4 +1,4 @@
-"""The control socket: JSON lines over a real unix socket, open to its owner only."""
+"""The control socket: JSON lines over a real unix socket, open to its owner only (in one process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The supervisor's log: format, filters, writer, rotation, tail and follow."""
+"""The supervisor's log in one process: format, filters, writer, rotation, tail and follow."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""sd_notify without libsystemd: a real datagram socket stands in for systemd's."""
+"""sd_notify without libsystemd: a real datagram socket stands in for systemd's (no child process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""When recurring jobs run next (every / cron, across daylight saving), and what becomes of them when a run goes wrong."""
+"""When recurring jobs run next (every / cron, across daylight saving): pure date math, no database."""
 
 from __future__ import annotations
 

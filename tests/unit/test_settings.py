@@ -1,22 +1,14 @@
-"""The CLI of SPEC §1 and §3, run as a user runs it: settings precedence, work, workoff, clear,
-retry, stats [--json], and bad input (one line, exit 2, nothing changed)."""
+"""Settings: precedence (flags > env > [tool.djctl] > defaults) and one clear error for bad values."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from djctl.config import ConfigError, load_settings
-from tests.support.commands import djctl_cmd
-
-
-def run(env: dict, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(djctl_cmd(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
 
 # -- settings precedence ---------------------------------------------------------------------
 

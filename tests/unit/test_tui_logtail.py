@@ -1,4 +1,4 @@
-"""The console's log tail and throughput: what they count, and flat memory while the log grows by 100 MB."""
+"""The console's log tail and throughput: what they count, in one process."""
 
 from __future__ import annotations
 

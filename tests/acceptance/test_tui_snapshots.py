@@ -3,7 +3,7 @@
 The data source here is the only stand-in in the console's tests: a Source that answers
 with one fixed Snapshot, so that the pictures never change by themselves. The log is a
 real file written with the same fixed clock. Update the pictures after a deliberate
-change with: pytest tests/test_tui_snapshots.py --snapshot-update
+change with: pytest tests/acceptance/test_tui_snapshots.py --snapshot-update
 """
 
 from __future__ import annotations
