@@ -129,7 +129,7 @@ def test_every_second_with_three_workers_runs_once_per_period(db_url: str, djctl
     ran_at = [datetime.fromtimestamp(float(line.split()[1]), UTC).replace(tzinfo=None) for line in lines]
     assert 4 <= len(periods) <= 6, lines
     assert len(set(periods)) == len(periods), f"a period ran twice: {lines}"
-    for due, at in zip(periods, ran_at):
+    for due, at in zip(periods, ran_at, strict=False):
         assert (due - anchor) % timedelta(seconds=1) == timedelta(0), f"{due} is not a period boundary"
         assert at >= due
     assert periods == sorted(periods)
@@ -163,11 +163,11 @@ def test_djctl_schedules_lists_each_schedule_with_its_next_and_last_run(db_url: 
     assert info["flaky"].next_run.strftime("%Y-%m-%d %H:%M:%S") in flaky
     assert info["flaky"].last_run_at.strftime("%Y-%m-%d %H:%M:%S") in flaky
     assert flaky.endswith("RuntimeError: the first run fails")  # the first line only
-    next_nightly = info["tests.test_schedule:nightly_cleanup"].next_run
+    next_nightly = info["tests.acceptance.test_schedule_commands:nightly_cleanup"].next_run
     assert next_nightly.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "02:30"
-    assert nightly.split() == ["tests.test_schedule:nightly_cleanup", "nightly_cleanup", "cron", "30", "2", "*", "*",
-                               "*", "Europe/Berlin", "(default)", "3", *next_nightly.strftime("%Y-%m-%d %H:%M:%S").split(),
-                               "never"]
+    assert nightly.split() == ["tests.acceptance.test_schedule_commands:nightly_cleanup", "nightly_cleanup", "cron", "30", "2", "*", "*",
+                               "*", "Europe/Berlin", "(default)", "3",
+                               *next_nightly.strftime("%Y-%m-%d %H:%M:%S").split(), "never"]
 
 
 def test_djctl_unschedule(db_url: str, djctl_env: dict) -> None:

@@ -144,7 +144,8 @@ def test_reload_restarts_workers_one_by_one_without_killing_a_job(app, tmp_path)
 
     first, second = sorted(before, key=lambda n: at(rf"djctl\[{re.escape(n)}\]: Stopping all"))
     assert at(rf"djctl\[{first}\]: Stopping all") < at(rf"djctl\[{first}\]: Process exited with status 0$")
-    back_up = max(i for i, line in enumerate(log) if re.search(rf"djctl\[{first}\]: State changed from starting to up", line))
+    back_up = max(i for i, line in enumerate(log)
+                  if re.search(rf"djctl\[{first}\]: State changed from starting to up", line))
     assert back_up < at(rf"djctl\[{second}\]: Stopping all")
     assert set(after) == {"worker.1", "worker.2"}
     app.cli("down")

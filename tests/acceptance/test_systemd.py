@@ -151,7 +151,8 @@ def app(tmp_path: Path) -> Path:
 
 
 def run_install(tmp_path: Path, app: Path, run: Runner, user: bool = False, dry_run: bool = False,
-                env_file: Path | None = None, environ: dict[str, str] | None = None) -> tuple[int, list[str], list[str]]:
+                env_file: Path | None = None,
+                environ: dict[str, str] | None = None) -> tuple[int, list[str], list[str]]:
     out: list[str] = []
     err: list[str] = []
     code = systemd_install(user, dry_run, app, env_file, out.append, error=err.append,

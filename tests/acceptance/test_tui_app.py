@@ -10,7 +10,7 @@ import asyncio
 import functools
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text

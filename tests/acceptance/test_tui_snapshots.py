@@ -9,10 +9,10 @@ change with: pytest tests/acceptance/test_tui_snapshots.py --snapshot-update
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 
@@ -50,9 +50,12 @@ def fixed_snapshot(running: bool = True) -> Snapshot:
         QueueRow("maintenance", 0, 0, 1, 0, 0, None),
     )
     failed = (
-        FailedJob(1077, "ImportCsv", None, 5, 3, T - timedelta(minutes=1), "FileNotFoundError: no such file: /tmp/import-7.csv"),
-        FailedJob(1051, "ImportCsv", None, 5, 3, T - timedelta(minutes=9), "FileNotFoundError: no such file: /tmp/import-3.csv"),
-        FailedJob(998, "SendNewsletter", "mail", 10, 25, T - timedelta(hours=5), "SMTPServerDisconnected: Connection unexpectedly closed"),
+        FailedJob(1077, "ImportCsv", None, 5, 3, T - timedelta(minutes=1),
+                  "FileNotFoundError: no such file: /tmp/import-7.csv"),
+        FailedJob(1051, "ImportCsv", None, 5, 3, T - timedelta(minutes=9),
+                  "FileNotFoundError: no such file: /tmp/import-3.csv"),
+        FailedJob(998, "SendNewsletter", "mail", 10, 25, T - timedelta(hours=5),
+                  "SMTPServerDisconnected: Connection unexpectedly closed"),
     )
     if running:
         return Snapshot(NOW, Supervision(True, {"worker": 2, "mail": 1}, {"worker": "djctl work"}),

@@ -79,7 +79,8 @@ def lines(path: Path) -> list[str]:
 
 def started_pid(path: Path) -> int:
     """The pid a job wrote as ``start <pid>`` (the executor running it), once it has."""
-    found = wait_for(lambda: [ln for ln in lines(path) if ln.startswith("start ")], DEADLINE, message="the job to start")
+    found = wait_for(lambda: [ln for ln in lines(path) if ln.startswith("start ")], DEADLINE,
+                     message="the job to start")
     return int(found[-1].split()[1])
 
 
@@ -164,7 +165,8 @@ def test_a_job_that_kills_its_process_every_time_ends_failed_while_others_flow(d
     worker = start(procs, tmp_path, djctl_env, "work", "--max-attempts", "3")
 
     for attempt in (1, 2, 3):
-        r = wait_for(lambda: (r := row(engine, killer)) and r["attempts"] == attempt and r["locked_at"] is None
+        r = wait_for(lambda attempt=attempt: (r := row(engine, killer)) and r["attempts"] == attempt
+                     and r["locked_at"] is None
                      and r, DEADLINE, message=f"attempt {attempt} to be recorded")
         assert "killed by signal 9 (SIGKILL)" in r["last_error"]
         if attempt < 3:

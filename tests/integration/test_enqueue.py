@@ -279,8 +279,8 @@ def test_database_objects_are_stored_by_primary_key_and_loaded_fresh(engine, cat
         djctl.delay(cat).note_name(str(out))  # as self
         hats = cat.flip_hats(str(out))  # a handle_asynchronously method
     handlers = [json.loads(r["handler"]) for r in rows(engine)]
-    assert handlers[0]["args"][1] == {"__djctl__": "orm", "cls": "tests.test_enqueue:Cat", "pk": [7]}
-    assert handlers[1]["self"] == {"__djctl__": "orm", "cls": "tests.test_enqueue:Cat", "pk": [7]}
+    assert handlers[0]["args"][1] == {"__djctl__": "orm", "cls": "tests.integration.test_enqueue:Cat", "pk": [7]}
+    assert handlers[1]["self"] == {"__djctl__": "orm", "cls": "tests.integration.test_enqueue:Cat", "pk": [7]}
     by_id = {r["id"]: r for r in rows(engine)}
     assert by_id[hats]["priority"] == 10
     assert by_id[hats]["run_at"] > utcnow() + dt.timedelta(hours=23)

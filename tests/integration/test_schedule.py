@@ -96,8 +96,8 @@ def test_the_default_key_is_stable_for_the_same_job(db_url: str, tmp_path: Path)
     assert first.startswith("Touch:")
     other = schedule(Touch(out, "b"), every=timedelta(minutes=5))
     assert other != first
-    assert schedule(nightly_cleanup, cron="0 3 * * *") == "tests.test_schedule:nightly_cleanup"
-    assert [s.key for s in schedules()] == sorted([first, other, "tests.test_schedule:nightly_cleanup"])
+    assert schedule(nightly_cleanup, cron="0 3 * * *") == "tests.integration.test_schedule:nightly_cleanup"
+    assert [s.key for s in schedules()] == sorted([first, other, "tests.integration.test_schedule:nightly_cleanup"])
     assert count(db_url) == 3
 
 

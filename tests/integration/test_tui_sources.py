@@ -80,12 +80,14 @@ def test_queue_depth_counts_every_queue_priority_and_state(db_url):
     with engine.begin() as conn:
         for state, column in (("running", "locked_at"), ("failed", "failed_at")):
             ids = [j for j, s in jobs if s == state]
-            conn.execute(text(f"UPDATE delayed_jobs SET {column} = :t, locked_by = :by WHERE id IN ({','.join(map(str, ids))})"),
+            in_ids = ",".join(map(str, ids))
+            conn.execute(text(f"UPDATE delayed_jobs SET {column} = :t, locked_by = :by WHERE id IN ({in_ids})"),
                          {"t": api.utc_naive(now), "by": "host:x pid:1" if state == "running" else None})
     with engine.connect() as conn:
         depth = stats.queue_depth(conn, api.utc_naive(now))
     assert {(d.queue, d.priority): {s: getattr(d, s) for s in states} for d in depth} == expected
-    assert [(d.queue, d.priority) for d in depth] == sorted(expected, key=lambda g: (g[0] is not None, g[0] or "", g[1]))
+    in_order = sorted(expected, key=lambda g: (g[0] is not None, g[0] or "", g[1]))
+    assert [(d.queue, d.priority) for d in depth] == in_order
 
 
 def test_hundreds_of_queue_and_priority_groups(db_url):

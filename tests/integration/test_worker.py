@@ -238,7 +238,7 @@ def test_jobs_waiting_behind_a_long_one_get_their_full_max_run_time(engine, tmp_
 def test_job_stuck_where_signals_cannot_reach_is_killed(engine, tmp_path):
     out = tmp_path / "out"
     job_id = djctl.enqueue(jobs.StuckInSyscall(str(out)))
-    after = touch(out, "after")
+    touch(out, "after")
     assert worker(max_run_time=0.3, kill_grace=0.2, max_attempts=1).work_off() == (1, 1)
     assert [line.split()[0] for line in lines(out)] == ["start", "after"]
     r = row(engine, job_id)
@@ -257,7 +257,7 @@ def test_a_job_that_kills_its_process_spends_an_attempt_and_others_flow(engine, 
     assert r["attempts"] == 1 and r["failed_at"] is None and r["locked_at"] is None
     assert "killed by signal 9 (SIGKILL)" in r["last_error"]
     assert r["run_at"] > utcnow()
-    for attempt in (2, 3):
+    for _attempt in (2, 3):
         set_row(engine, killer, run_at=utcnow() - dt.timedelta(seconds=1))
         assert worker(max_attempts=3).work_off() == (0, 1)
     r = row(engine, killer)

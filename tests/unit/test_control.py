@@ -49,7 +49,8 @@ def test_malformed_requests_get_one_line_errors(server):
         s.connect(str(server.path))
         s.sendall(b"not json\n[1]\n")
         f = s.makefile("rb")
-        assert json.loads(f.readline()) == {"ok": False, "error": "a request is one JSON object per line", "usage": True}
+        assert json.loads(f.readline()) == {"ok": False, "error": "a request is one JSON object per line",
+                                            "usage": True}
         assert json.loads(f.readline())["error"] == 'a request is a JSON object with a "cmd"'
 
 

@@ -64,7 +64,7 @@ def test_values_round_trip_losslessly(value):
     if isinstance(value, Decimal):
         assert str(back) == str(value)
     if isinstance(value, tuple):
-        assert all(type(a) is type(b) for a, b in zip(back, value))
+        assert all(type(a) is type(b) for a, b in zip(back, value, strict=True))
 
 
 def _local_class():

@@ -57,7 +57,8 @@ def test_system_unit(tmp_path: Path) -> None:
     assert service["WorkingDirectory"] == [str(tmp_path / "app")]
     assert service["User"] == [getpass.getuser()]
     assert service["EnvironmentFile"] == [str(tmp_path / "djctl.env")]
-    assert service["Environment"] == [f'"PATH={DJCTL.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"']
+    path = f"{DJCTL.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert service["Environment"] == [f'"PATH={path}"']
     assert service["KillMode"] == ["mixed"] and service["Restart"] == ["on-failure"]
     assert int(service["TimeoutStopSec"][0]) > DEFAULT_GRACE_SECONDS
     assert service["WatchdogSec"] == ["30"] and service["RestartSec"] == ["5"]

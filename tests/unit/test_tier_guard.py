@@ -24,9 +24,9 @@ def test_a_child_process_is_refused(unit_tier_violations):
 def test_a_server_connection_is_refused(unit_tier_violations):
     with socket.socket() as s, pytest.raises(UnitTierViolation, match="connect to a server"):
         s.connect(("127.0.0.1", 9))
-    with pytest.raises(Exception):
+    with pytest.raises(UnitTierViolation, match="PostgreSQL"):
         create_engine("postgresql+psycopg://postgres@127.0.0.1:9/x").connect()
-    with pytest.raises(Exception):
+    with pytest.raises(UnitTierViolation, match="connect to a server"):
         create_engine("mysql+pymysql://root@127.0.0.1:9/x").connect()
     assert len(unit_tier_violations) == 3
     unit_tier_violations.clear()
