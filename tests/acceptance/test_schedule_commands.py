@@ -165,8 +165,8 @@ def test_djctl_schedules_lists_each_schedule_with_its_next_and_last_run(db_url: 
     assert flaky.endswith("RuntimeError: the first run fails")  # the first line only
     next_nightly = info["tests.acceptance.test_schedule_commands:nightly_cleanup"].next_run
     assert next_nightly.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "02:30"
-    assert nightly.split() == ["tests.acceptance.test_schedule_commands:nightly_cleanup", "nightly_cleanup", "cron", "30", "2", "*", "*",
-                               "*", "Europe/Berlin", "(default)", "3",
+    assert nightly.split() == ["tests.acceptance.test_schedule_commands:nightly_cleanup", "nightly_cleanup", "cron",
+                               "30", "2", "*", "*", "*", "Europe/Berlin", "(default)", "3",
                                *next_nightly.strftime("%Y-%m-%d %H:%M:%S").split(), "never"]
 
 
