@@ -32,6 +32,7 @@ time.sleep(600)
 @pytest.fixture
 def app(db_kind, request, tmp_path):
     heavy(db_kind)
+    # One app: the loop resumes running_app after the test, which cleans it up.
     for a in running_app(request, tmp_path, procfile=f"worker: djctl work\ntalk: {sys.executable} talk.py\n"):
         (a.dir / "talk.py").write_text(TALK)
         (a.dir / "pyproject.toml").write_text("[tool.djctl]\nlog-max-bytes = 8192\nlog-backups = 5\n")
