@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import enum
+import json
 import os
+import select
+import signal
 import time
-from pathlib import Path  # noqa: F401 - tests name tests.jobs:Path, a class from outside
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path  # noqa: F401 - tests name tests.jobs:Path, a class from outside
+
+import djctl
 
 
 @dataclass
@@ -37,14 +44,6 @@ def add_line(path: str, text: str) -> None:
 
 
 # -- jobs for the contract suite ----------------------------------------------
-
-import enum
-import json
-import signal
-import select
-from datetime import datetime, timedelta
-
-import djctl
 
 
 class Color(enum.Enum):

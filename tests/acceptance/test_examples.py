@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, djctl_cmd, wait_for
+from tests.support.commands import ROOT, djctl_cmd
+from tests.support.waiting import wait_for
 
 httpx = pytest.importorskip("httpx")
 EXAMPLES = ROOT / "examples"

@@ -14,8 +14,8 @@ from djctl.daemon.client import SupervisorClient
 from djctl.daemon.logs import LogLine
 from djctl.queue.claims import hostname
 from djctl.tui.logtail import Throughput
-from tests.conftest import wait_for
-from tests.test_supervisor_helpers import LINE, App, heavy
+from tests.support.app import LINE, App, heavy
+from tests.support.waiting import wait_for
 
 # Reports three outcomes on its event pipe, plus lines that are not events and one
 # that claims to come from another process; then idles.

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KINDS
-from tests.test_supervisor_helpers import App
+from tests.support.app import App, running_app
+from tests.support.databases import KINDS
 
 CHAOS_APP = "tests.jobs,tests.chaos"
 
@@ -28,20 +28,19 @@ def kinds(*wanted: str) -> list[str]:
     return [k for k in wanted if k in KINDS]
 
 
+CHAOS_SETTINGS = {"DJ_APP": CHAOS_APP, "DJ_RESTART_STABLE_AFTER": "0.3", "DJ_RESTART_BACKOFF": "0.05",
+                  "DJ_RESTART_BACKOFF_MAX": "0.4"}
+
+
 def make_app(request, tmp_path: Path, name: str = "app", **extra: str) -> App:
     """An application directory whose workers may run the chaos jobs; quick restarts."""
-    settings = {"DJ_APP": CHAOS_APP, "DJ_RESTART_STABLE_AFTER": "0.3", "DJ_RESTART_BACKOFF": "0.05",
-                "DJ_RESTART_BACKOFF_MAX": "0.4"}
-    settings.update(extra)
     return App(tmp_path / name, request.getfixturevalue("djctl_env"), request.getfixturevalue("db_url"),
-               **settings)
+               **{**CHAOS_SETTINGS, **extra})
 
 
 @pytest.fixture
 def app(request, tmp_path):
-    a = make_app(request, tmp_path)
-    yield a
-    a.kill_everything()
+    yield from running_app(request, tmp_path, **CHAOS_SETTINGS)
 
 
 def runs(path: Path) -> Counter:

@@ -19,13 +19,13 @@ from sqlalchemy import text
 
 import djctl
 from djctl import api, payload
-from djctl.queue import stats
 from djctl.daemon.formation import MAX_PER_TYPE, ScaleError, parse_scale
 from djctl.handlers import load
 from djctl.payload import Decoder, HandlerError
+from djctl.queue import stats
 from tests.chaos.conftest import make_app
-from tests.conftest import djctl_cmd
 from tests.jobs import Fail, Touch
+from tests.support.commands import djctl_cmd
 
 OTHER_UID = 65534
 BAD_PROCFILE = "worker djctl work\n"

@@ -12,8 +12,8 @@ import djctl
 from djctl import api
 from tests.chaos import Span
 from tests.chaos.conftest import kinds
-from tests.conftest import wait_for
-from tests.test_supervisor_helpers import locked
+from tests.support.rows import locked
+from tests.support.waiting import wait_for
 
 
 def lines(path) -> list[str]:

@@ -25,8 +25,8 @@ from djctl import api
 from djctl.queue import claims as claim
 from tests.chaos import Record
 from tests.chaos.conftest import Proxy, completed_ids, kinds, make_app, runners, runs
-from tests.conftest import count, wait_for
-from tests.test_supervisor_helpers import locked
+from tests.support.rows import count, locked
+from tests.support.waiting import wait_for
 
 TOTAL = 2000
 OUTAGE = 10.0

@@ -11,7 +11,8 @@ import djctl
 from djctl import api
 from tests.chaos import Forever, Hog, Record, Segfault
 from tests.chaos.conftest import kinds, runs
-from tests.conftest import count, wait_for
+from tests.support.rows import count
+from tests.support.waiting import wait_for
 
 
 def failed_rows(url: str) -> dict[int, dict]:

@@ -16,8 +16,8 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -28,7 +28,9 @@ from djctl.queue import admin
 from djctl.queue.schema import delayed_jobs
 from tests.chaos.conftest import CHAOS_APP, kinds
 from tests.chaos.retry_jobs import Flaky
-from tests.conftest import count, djctl_cmd, wait_for
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count
+from tests.support.waiting import wait_for
 
 RACE_SECONDS = 25.0
 WORKERS = 4

@@ -20,9 +20,11 @@ import pytest
 
 import djctl
 from tests.chaos.conftest import kinds, make_app
-from tests.conftest import ROOT, count, wait_for
 from tests.jobs import Touch
-from tests.test_control import OTHER_UID, as_other_user
+from tests.support.commands import ROOT
+from tests.support.rows import count
+from tests.support.users import OTHER_UID, as_other_user
+from tests.support.waiting import wait_for
 
 # Modules that turn bytes into arbitrary objects (or code), and the builtins that run text.
 UNSAFE_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "yaml", "ruamel", "dill", "cloudpickle",

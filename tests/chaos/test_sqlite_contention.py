@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from djctl import api
 from tests.chaos.conftest import kinds, runners, runs
-from tests.conftest import count, wait_for
-from tests.test_supervisor_helpers import locked
+from tests.support.rows import count, locked
+from tests.support.waiting import wait_for
 
 SECONDS = 20.0
 

@@ -12,8 +12,8 @@ import pytest
 import djctl
 from tests.chaos import Record
 from tests.chaos.conftest import kinds, runs
-from tests.conftest import count, wait_for
-from tests.test_supervisor_helpers import locked
+from tests.support.rows import count, locked
+from tests.support.waiting import wait_for
 
 TOTAL = 600
 

@@ -1,6 +1,6 @@
 """Issue 8, acceptance 1: a SIGKILL storm on the workers loses no job, on every database.
 
-The issue-3 variant (tests/test_supervisor_chaos.py) runs 1,500 jobs on SQLite and
+The issue-3 variant (tests/chaos/test_supervisor_chaos.py) runs 1,500 jobs on SQLite and
 PostgreSQL; this one runs the issue's numbers on all three databases.
 """
 
@@ -11,8 +11,8 @@ import pytest
 import djctl
 from tests.chaos import Record
 from tests.chaos.conftest import kinds, runners, runs, storm
-from tests.conftest import count, wait_for
-from tests.test_supervisor_helpers import locked
+from tests.support.rows import count, locked
+from tests.support.waiting import wait_for
 
 TOTAL = 2000
 

@@ -16,8 +16,8 @@ from djctl.queue import engines as store
 from djctl.queue.admin import EVERY, Refusal
 from djctl.queue.schema import delayed_jobs
 from djctl.queue.stats import FailedFilter
-from tests.conftest import count
 from tests.jobs import Fail
+from tests.support.rows import count
 
 _c = delayed_jobs.c
 

@@ -15,8 +15,8 @@ from djctl import api
 from djctl.queue import engines as store
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
-from tests.conftest import count
 from tests.integration import async_jobs as aj
+from tests.support.rows import count
 
 
 def handlers(url: str) -> list[dict]:

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 import djctl
 from djctl.queue.schema import delayed_jobs
-from tests.conftest import count
 from tests.integration import async_jobs as aj
+from tests.support.rows import count
 
 
 def lines(path: Path) -> list[str]:

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import djctl
 from djctl.schedules import schedule, schedules
-from tests.conftest import count, djctl_cmd
 from tests.jobs import Fail
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count
 
 
 def clear(env: dict, *args: str) -> subprocess.CompletedProcess:

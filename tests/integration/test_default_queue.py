@@ -10,8 +10,9 @@ from sqlalchemy import text
 import djctl
 from djctl import api, config
 from djctl.queue import migrations
-from tests.conftest import count, djctl_cmd
 from tests.jobs import Touch
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count
 
 
 def workoff(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -56,7 +57,8 @@ def test_rows_an_older_djctl_stored_without_a_queue_are_the_default_queues(db_ur
         conn.execute(text("DELETE FROM djctl_schema_migrations WHERE version = 3"))
     assert [m.version for m in migrations.upgrade(engine)] == [3]
     with engine.begin() as conn:
-        assert conn.execute(text("SELECT queue FROM delayed_jobs WHERE id = :id"), {"id": old}).scalar_one() == "default"
+        stored = conn.execute(text("SELECT queue FROM delayed_jobs WHERE id = :id"), {"id": old}).scalar_one()
+        assert stored == "default"
         # An enqueuer still running the old code writes no queue after the upgrade too.
         conn.execute(text("UPDATE delayed_jobs SET queue = NULL WHERE id = :id"), {"id": late})
     r = workoff(djctl_env, "--queues", "default")

@@ -9,10 +9,9 @@ import asyncio
 import datetime as dt
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import pytest
 from sqlalchemy import select, update
 
 import djctl
@@ -23,8 +22,9 @@ from djctl.tui.app import DjctlTop
 from djctl.tui.sources import DatabaseSource
 from djctl.tui.widgets import FailedPanel
 from djctl.worker.worker import Worker
-from tests.conftest import djctl_cmd, wait_for
 from tests.jobs import Fail, Gate
+from tests.support.commands import djctl_cmd
+from tests.support.waiting import wait_for
 
 KINDS = ("failed", "waiting", "unknown", "scheduled")
 """The kinds of row each front end gets a fresh one of; "running" is one row shared by all."""

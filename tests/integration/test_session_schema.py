@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 import djctl
 from djctl.queue import migrations
 from djctl.queue.engines import normalize_url
-from tests.conftest import URLS, IN_CI
 from tests.jobs import Touch
+from tests.support.databases import IN_CI, URLS
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import subprocess
 from sqlalchemy import inspect
 
 from djctl.queue import migrations, schema
-from tests.conftest import djctl_cmd
+from tests.support.commands import djctl_cmd
 
 DJCTL_TABLES = {"delayed_jobs", "djctl_processes", "djctl_schema_migrations"}
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from djctl.daemon.logs import LogLine, escape_output
-from djctl.daemon.logs import events
+from djctl.daemon.logs import LogLine, escape_output, events
 
 NOW = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
 
