@@ -10,10 +10,11 @@ from sqlalchemy import select, update
 import djctl
 from djctl.queue import claims as claim
 from djctl.queue.claims import Claims, Filter
+from djctl.worker import identity
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
 
-HOST = claim.hostname()
+HOST = identity.hostname()
 
 
 def utcnow() -> dt.datetime:
@@ -45,7 +46,7 @@ def do(engine, fn):
 
 
 def test_worker_name_is_delayed_jobs():
-    assert claim.worker_name("railgun", 25794) == "host:railgun pid:25794"
+    assert identity.format("railgun", 25794) == "host:railgun pid:25794"
 
 
 def test_claim_locks_counts_an_attempt_and_orders(engine):

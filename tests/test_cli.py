@@ -16,13 +16,13 @@ from sqlalchemy import select, update
 
 import djctl
 from djctl import config
-from djctl.queue import claims as claim
+from djctl.worker import identity
 from djctl.config import ConfigError, load_settings
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
 from tests.conftest import ROOT, count, djctl_cmd
 
-HOST = claim.hostname()
+HOST = identity.hostname()
 
 
 def run(env: dict, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

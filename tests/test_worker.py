@@ -15,12 +15,12 @@ from sqlalchemy import select, text, update
 
 import djctl
 from djctl import config
-from djctl.queue import claims as claim
+from djctl.worker import identity
 from djctl.queue.schema import delayed_jobs
 from tests import jobs
 from tests.conftest import count
 
-HOST = claim.hostname()
+HOST = identity.hostname()
 
 
 def utcnow() -> dt.datetime:

@@ -9,14 +9,12 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
 import click
 
-from djctl import config
-from djctl.queue import claims as claim
+from djctl import clock, config
 from djctl.cli import base as cli
 from djctl.queue import engines as store
 from djctl.daemon import render
@@ -32,6 +30,7 @@ from djctl.daemon.formation import (
 from djctl.daemon.paths import Paths, StateDirError, ensure_private_dir
 from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
 from djctl.daemon.render import ProcessInfo, State
+from djctl.worker.identity import hostname, pid_alive
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
@@ -124,7 +123,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
                  if flags.get(key)}
     umask = os.umask(0o077)
     os.umask(umask)
-    plan = Plan(s, cwd, types, formation, policy, claim.hostname(), extra_env, reload_, umask)
+    plan = Plan(s, cwd, types, formation, policy, hostname(), extra_env, reload_, umask)
     try:
         if foreground:
             def started(processes: list[ProcessInfo]) -> None:
@@ -164,21 +163,12 @@ def down(ctx: click.Context) -> None:
     click.echo(f"Stopping djctl supervisor (pid {pid})... ", nl=False)
     deadline = time.monotonic() + s.grace_period + _DOWN_MARGIN
     # The pid file is let go just before the process ends: wait for both.
-    while _running(paths) is not None or (pid > 0 and _alive(pid)):
+    while _running(paths) is not None or (pid > 0 and pid_alive(pid)):
         if time.monotonic() > deadline:
             click.echo("still stopping")
             raise cli.Failure(f"the supervisor (pid {pid}) has not stopped yet; see djctl logs")
         time.sleep(0.02)
     click.echo("done")
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @click.command()
@@ -219,7 +209,7 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
 def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool) -> None:
     """The processes and their states."""
     s, paths = _setup(ctx)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     if all_hosts:
         from djctl.daemon.registry import list_processes
 

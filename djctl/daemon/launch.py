@@ -17,6 +17,7 @@ import time
 from typing import Callable, TextIO
 
 from djctl import api
+from djctl.errors import one_line as _one_line
 from djctl.daemon.formation import FormationStore
 from djctl.daemon.logs import LogWriter
 from djctl.daemon.systemd.notify import Notifier
@@ -147,8 +148,3 @@ def _await(fd: int, timeout: float) -> tuple[int, list[ProcessInfo]]:
             if not chunk:
                 raise LaunchError("the supervisor exited while starting; see djctl logs")
             buffer += chunk
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from djctl.clock import now as utcnow  # the log's clock: timezone-aware UTC
+
 APP = "app"
 SUPERVISOR = "djctl"
 SOURCES = (APP, SUPERVISOR)
@@ -53,11 +55,6 @@ _LOST = object()  # _successor: the followed file was deleted
 
 Clock = Callable[[], datetime]
 _FileId = tuple[int, int]
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from textual.widgets import Button, Footer, Input, Label, Log, Static
 from textual.worker import get_current_worker
 
 from djctl import api, config
+from djctl.errors import one_line as _one_line
 from djctl.daemon import logs
 from djctl.tui.logtail import LogFollower, Throughput
 from djctl.tui.sources import (DEFAULT_QUEUE, ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source,
@@ -383,12 +384,6 @@ class DjctlTop(App[None]):
         for _, action, label, what in ACTIONS:
             if action not in ("quit", "help"):
                 yield SystemCommand(label, what, partial(self.run_action, action))
-
-
-def _one_line(e: BaseException) -> str:
-    """The first line of what went wrong (a driver's message rather than SQLAlchemy's wrapping)."""
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _jobs(verb: str, n: int) -> str:
