@@ -133,6 +133,7 @@ class Worker:
             tuple(self.queues) if self.queues is not None else None, self.min_priority, self.max_priority
         )
         self._wake_w: int | None = None
+        self._events: Events | None = None
 
     # -- public --------------------------------------------------------------
 
@@ -174,7 +175,9 @@ class Worker:
         self.rounds = Rounds(self.settings.database_url, Claims(engine.dialect.name, self.name, self.filter),
                              max_run_time=self.max_run_time, max_attempts=self.max_attempts,
                              destroy_failed=self.settings.destroy_failed_jobs)
-        self.report = Report(self._say, Events.from_env(os.environ, self._say))
+        if self._events is None:  # once: work_off may run many passes
+            self._events = Events.from_env(os.environ, self._say)
+        self.report = Report(self._say, self._events)
         self._journal = journal.path(self._url, os.getpid())
         journal.reset(self._journal)  # a previous worker's with this pid has long been dealt with
         self._wake_r, self._wake_w = os.pipe()
