@@ -23,14 +23,13 @@ from typing import Callable, Iterable
 
 from sqlalchemy.exc import DBAPIError
 
-from djctl import api, clock, config
+from djctl import api, config
 from djctl.errors import one_line
-from djctl.handlers import default_backoff
 from djctl.queue import engines as store
 from djctl.queue.claims import ClaimedJob, Claims, Filter
 from djctl.worker import identity, journal
-from djctl.worker.executor import Child
-from djctl.worker.messages import Job, Outcome, Reply, Result, Started
+from djctl.worker.inflight import InFlight
+from djctl.worker.messages import Outcome
 from djctl.worker.report import Events, Report
 from djctl.worker.rounds import Claimed, Round, Rounds
 from djctl.worker.wakeup import Waker, open_waker
@@ -61,18 +60,6 @@ def _lose_stdout() -> None:
 
 
 @dataclass
-class _Running:
-    """A job handed to the executor: started once its Started message arrives."""
-
-    job: ClaimedJob
-    max_attempts: int
-    name: str = "?"
-    started: float | None = None
-    deadline: float | None = None
-    signalled: bool = False
-
-
-@dataclass
 class _Pass:
     """One run of the loop (``work_off`` or ``start``): what is in hand and what is due."""
 
@@ -81,8 +68,6 @@ class _Pass:
     announce: bool
     pending: deque[ClaimedJob] = field(default_factory=deque)
     """Claimed, not yet handed to the executor."""
-    sent: deque[_Running] = field(default_factory=deque)
-    """Handed to the executor, in order; the first may be running."""
     outcomes: list[Outcome] = field(default_factory=list)
     """Finished, not yet recorded."""
     successes: int = 0
@@ -94,7 +79,6 @@ class _Pass:
     next_listen: float = 0.0  # when to try LISTEN (or the doorbell) again after losing it
     db_retry_at: float = 0.0
     db_backoff: float = 0.5
-    child: Child | None = None
     stopping_sent: bool = False
     stop_said: bool = False
     waker: Waker | None = None
@@ -185,8 +169,8 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         if p.announce:
             self.log(f"*** Starting job worker {self.name}")
-        self._fresh: dict[int, float] = {}  # job id -> clock when its locked_at was last written
-        self._job_seconds = 0.05  # a moving average of how long jobs take; assume slow at first
+        self.inflight = InFlight(self.settings, self._journal, max_run_time=self.max_run_time,
+                                 kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited())
         try:
             if not p.until_empty:
                 self._listen(p, first=True)
@@ -208,8 +192,8 @@ class Worker:
         """One turn: a database round when one is due, jobs to the executor, then wait for
         whatever comes first. False when the pass is over."""
         now = self.clock()
-        if self._stop and p.child is not None and not p.stopping_sent:
-            p.child.signal(signal.SIGUSR1)
+        if self._stop and self.inflight.child is not None and not p.stopping_sent:
+            self.inflight.child.signal(signal.SIGUSR1)
             p.stopping_sent = True
         if self._stop and p.announce and not p.stop_said:
             # Said after the executor was told, so whoever reads it knows no new job starts.
@@ -219,13 +203,13 @@ class Worker:
         want = (
             not self._stop
             and (p.limit is None or p.claimed < p.limit)
-            and len(p.pending) + len(p.sent) <= self._window() // 2
+            and len(p.pending) + len(self.inflight.sent) <= self._window() // 2
             and (not p.idle or now >= p.next_poll)
         )
         if (p.outcomes or want or now >= p.next_maintenance) and now >= p.db_retry_at:
             self._database(p, now, want)
         self._dispatch(p)
-        if not p.sent and not p.outcomes:
+        if not self.inflight.sent and not p.outcomes:
             if self._stop:
                 return False
             if not p.pending and (p.limit is not None and p.claimed >= p.limit):
@@ -245,8 +229,8 @@ class Worker:
             outcomes=p.outcomes, claim=n, maintenance=maintenance,
             # Jobs handed to the executor but not started are renewed too; lost ones are
             # held back, or revoked from the executor.
-            waiting=[j.id for j in p.pending] + [s.job.id for s in p.sent if s.started is None],
-            known={j.id for j in p.pending} | {s.job.id for s in p.sent} | {o.job.id for o in p.outcomes},
+            waiting=[j.id for j in p.pending] + self.inflight.unstarted(),
+            known={j.id for j in p.pending} | {r.job.id for r in self.inflight.sent} | {o.job.id for o in p.outcomes},
         )
         stamp = self.clock()  # no later than the locked_at the round writes
         try:
@@ -275,17 +259,15 @@ class Worker:
     def _settled(self, p: _Pass, got: Claimed, stamp: float) -> None:
         """A round committed: note fresh claims, drop lost ones, report the outcomes."""
         for job_id in [j.id for j in got.jobs] + sorted(got.held or ()):
-            self._fresh[job_id] = stamp
+            self.inflight.fresh[job_id] = stamp
         if got.held is not None:
-            for j in [j for j in p.pending if j.id not in got.held]:
+            lost = [j for j in p.pending if j.id not in got.held]
+            for j in lost:
                 p.pending.remove(j)
-                self._say(f"Job (id={j.id}) was taken over by another worker before it started; skipped")
-            for s in p.sent if p.child is not None else ():
-                if s.started is None and s.job.id not in got.held:
-                    p.child.revoke(s.job.id)
-                    self._say(f"Job (id={s.job.id}) was taken over by another worker before it started; skipped")
+            for job_id in [j.id for j in lost] + self.inflight.revoke_lost(got.held):
+                self._say(f"Job (id={job_id}) was taken over by another worker before it started; skipped")
         self._reported(p)
-        if not p.sent and not p.pending:
+        if not self.inflight.sent and not p.pending:
             # Everything the executor finished is recorded and nothing is in its hands.
             journal.reset(self._journal)
         _flush()
@@ -317,16 +299,11 @@ class Worker:
     def _dispatch(self, p: _Pass) -> None:
         """Hand claimed jobs to the executor, up to the window; start one if none runs."""
         batch = []
-        max_run_time = self.max_run_time.total_seconds()
-        while p.pending and len(p.sent) < self._window() and not self._stop:
-            job = p.pending.popleft()
-            batch.append(Job(job.id, job.handler, job.attempts, self.max_attempts, max_run_time))
-            p.sent.append(_Running(job, self.max_attempts))
-        if batch:
-            if p.child is None:
-                p.child = Child(self.settings, self._journal, close=self.report.events.inherited())
-                p.stopping_sent = False
-            p.child.send(batch)
+        window = self._window()
+        while p.pending and len(self.inflight.sent) + len(batch) < window and not self._stop:
+            batch.append(p.pending.popleft())
+        if batch and self.inflight.send(batch, self.max_attempts):
+            p.stopping_sent = False
 
     def _window(self) -> int:
         """How many claimed jobs may wait in the executor's pipe: about 0.1 s of work.
@@ -335,13 +312,14 @@ class Worker:
         a round trip to the database; slow ones one at a time, so no job waits behind a
         slow one that another worker could have run.
         """
-        return max(2, min(self.read_ahead, int(0.1 / max(self._job_seconds, 1e-6))))
+        return max(2, min(self.read_ahead, int(0.1 / max(self.inflight.job_seconds, 1e-6))))
 
     def _wait(self, p: _Pass) -> None:
         """Wait for the executor, a wake-up, a signal, or the next deadline; handle what came."""
         fds = [self._wake_r]
-        if p.child is not None:
-            fds.append(p.child.from_child)
+        child = self.inflight.child
+        if child is not None:
+            fds.append(child.from_child)
         if p.waker is not None and p.idle:
             fds.append(p.waker.fileno())
         timeout = min(self._timeout(p), max(0.0, p.next_maintenance - self.clock()))
@@ -360,16 +338,9 @@ class Worker:
                 p.waker = None
                 self._say(f"wake-ups lost ({one_line(e)}); polling every {self.sleep_delay}s until they are back")
             p.idle = False
-        if p.child is not None and p.child.from_child in ready:
-            replies = p.child.read()
-            if replies is None:
-                how = p.child.reap()
-                self._child_died(p, how, loading_counts=p.child.crashed)
-                p.child = None
-            else:
-                self._handle(p, replies)
-        if p.child is not None and p.sent:
-            self._enforce_deadline(p)
+        if child is not None and child.from_child in ready:
+            self.inflight.read(p.outcomes, p.pending)
+        self.inflight.enforce_deadline(p.outcomes, p.pending)
 
     def _timeout(self, p: _Pass) -> float:
         now = self.clock()
@@ -380,73 +351,15 @@ class Worker:
             candidates.append(p.db_retry_at - now)
         elif p.outcomes:
             candidates.append(0)
-        if p.sent and p.sent[0].deadline is not None:
-            candidates.append(p.sent[0].deadline - now)
+        sent = self.inflight.sent
+        if sent and sent[0].deadline is not None:
+            candidates.append(sent[0].deadline - now)
         return max(0.0, min(candidates))
-
-    # -- the executor --------------------------------------------------------------
-
-    def _handle(self, p: _Pass, replies: list[Reply]) -> None:
-        for msg in replies:
-            if isinstance(msg, Started):
-                sent = p.sent
-                running = sent[0] if sent[0].job.id == msg.id else next(r for r in sent if r.job.id == msg.id)
-                running.name = msg.name
-                running.started = self.clock()
-                running.max_attempts = msg.max_attempts
-                # Stopped before its claim could look expired to other workers, too.
-                fresh = self._fresh.pop(running.job.id, running.started)
-                expires = fresh + self.max_run_time.total_seconds()
-                running.deadline = min(running.started + msg.max_run_time, expires) if msg.max_run_time else None
-                continue
-            running = p.sent.popleft()
-            assert running.job.id == msg.id, "executor answered out of order"
-            if not isinstance(msg, Result):
-                continue  # skipped: revoked before it started
-            took = None
-            if running.started is not None:
-                took = self.clock() - running.started
-                self._job_seconds += (took - self._job_seconds) * 0.2
-            p.outcomes.append(Outcome(running.job, running.name, msg.ok, msg.error, msg.retry_at, took))
-
-    def _enforce_deadline(self, p: _Pass) -> None:
-        running = p.sent[0]
-        if running.deadline is None or self.clock() < running.deadline:
-            return
-        if not running.signalled:
-            running.signalled = True
-            p.child.signal(signal.SIGUSR2)
-            running.deadline = self.clock() + self.kill_grace
-            return
-        p.child.signal(signal.SIGKILL)
-        p.child.reap()
-        p.child = None
-        limit = self.max_run_time.total_seconds()
-        self._child_died(p, f"stopped after exceeding max_run_time ({limit:g}s)")
-
-    def _child_died(self, p: _Pass, how: str, loading_counts: bool = False) -> None:
-        """The executor is gone: the job it was running failed; the ones queued behind it go back.
-
-        With ``loading_counts`` (it crashed rather than exiting when asked), the job it was
-        still loading failed too: a job that kills its process on import must not loop.
-        """
-        if p.sent and (p.sent[0].started is not None or loading_counts):
-            running = p.sent.popleft()
-            job = running.job
-            retry_at = None
-            if job.attempts < running.max_attempts:
-                retry_at = clock.utcnow() + default_backoff(job.attempts)
-            took = None if running.started is None else self.clock() - running.started
-            p.outcomes.append(Outcome(job, running.name, False, f"job process {how} while running this job",
-                                      retry_at, took))
-        while p.sent:
-            p.pending.appendleft(p.sent.pop().job)
 
     def _shutdown(self, p: _Pass) -> None:
         """Leave nothing half-done: wait for the job in hand, record outcomes, give back the rest."""
-        if p.child is not None:
-            self._drain_child(p)
-        unstarted = [r.job.id for r in p.sent] + [j.id for j in p.pending]
+        self.inflight.drain(p.outcomes, p.pending)
+        unstarted = [r.job.id for r in self.inflight.sent] + [j.id for j in p.pending]
         for attempt in range(3):
             try:
                 self.rounds.finish(p.outcomes, unstarted)
@@ -458,32 +371,6 @@ class Worker:
             journal.discard(self._journal)
             break
         self.rounds.drop()
-
-    def _drain_child(self, p: _Pass) -> None:
-        """Let the executor end: read to its end, for a job whose Started message still sits
-        in the pipe has run, and giving it back as unstarted would run it twice."""
-        child = p.child
-        child.signal(signal.SIGUSR1)
-        child.close_input()
-        while True:
-            if p.sent and p.sent[0].started is not None:
-                limit = p.sent[0].deadline  # the job in hand may finish, up to its max_run_time
-            else:
-                limit = self.clock() + self.kill_grace  # between jobs, it is about to exit
-            wait = None if limit is None else max(0.0, limit - self.clock())
-            ready, _, _ = select.select([child.from_child], [], [], wait)
-            if not ready:
-                child.signal(signal.SIGKILL)
-                break
-            replies = child.read()
-            if replies is None:
-                break
-            self._handle(p, replies)
-        how = child.reap()
-        p.child = None
-        if p.sent and p.sent[0].started is not None:
-            self._child_died(p, how)
-
 
 def _drain_fd(fd: int) -> None:
     try:
