@@ -90,6 +90,37 @@ class Claims:
         self.dialect = dialect
         self.locked_by = locked_by
         self.filter = flt
+        self._prepare_claim(dialect, flt)
+        self._delete = _stmt(
+            "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :me", "ids"
+        )
+        self._fail = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
+            "run_at = :run_at, failed_at = :failed_at, updated_at = :now "
+            "WHERE id = :id AND locked_by = :me"
+        )
+        self._destroy = _stmt("DELETE FROM delayed_jobs WHERE id = :id AND locked_by = :me")
+        self._reschedule = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, attempts = 0, "
+            "run_at = :run_at, last_run_at = :now, last_error = :error, updated_at = :now "
+            "WHERE id = :id AND locked_by = :me"
+        )
+        self._release = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
+            "WHERE id IN :ids AND locked_by = :me",
+            "ids",
+        )
+        renew = "UPDATE delayed_jobs SET locked_at = :now WHERE id IN :ids AND locked_by = :me"
+        if dialect in ("postgresql", "sqlite"):
+            self._renew = _stmt(renew + " RETURNING id", "ids")
+        else:
+            self._held = _stmt("SELECT id FROM delayed_jobs WHERE id IN :ids AND locked_by = :me FOR UPDATE", "ids")
+            self._renew = _stmt(renew, "ids")
+
+    def _prepare_claim(self, dialect: str, flt: Filter) -> None:
+        """The claim statement(s) of ``dialect``: one UPDATE ... RETURNING where the
+        database has it, else SELECT ... FOR UPDATE SKIP LOCKED and an UPDATE."""
         where = (
             "failed_at IS NULL AND locked_at IS NULL AND run_at <= :now " + flt.sql()
         )
@@ -128,32 +159,6 @@ class Claims:
                 *expanding,
             )
             self._lock = _stmt(f"UPDATE delayed_jobs SET {set_lock} WHERE id IN :ids", "ids")
-        self._delete = _stmt(
-            "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :me", "ids"
-        )
-        self._fail = _stmt(
-            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
-            "run_at = :run_at, failed_at = :failed_at, updated_at = :now "
-            "WHERE id = :id AND locked_by = :me"
-        )
-        self._destroy = _stmt("DELETE FROM delayed_jobs WHERE id = :id AND locked_by = :me")
-        self._reschedule = _stmt(
-            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, attempts = 0, "
-            "run_at = :run_at, last_run_at = :now, last_error = :error, updated_at = :now "
-            "WHERE id = :id AND locked_by = :me"
-        )
-        self._release = _stmt(
-            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
-            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
-            "WHERE id IN :ids AND locked_by = :me",
-            "ids",
-        )
-        renew = "UPDATE delayed_jobs SET locked_at = :now WHERE id IN :ids AND locked_by = :me"
-        if dialect in ("postgresql", "sqlite"):
-            self._renew = _stmt(renew + " RETURNING id", "ids")
-        else:
-            self._held = _stmt("SELECT id FROM delayed_jobs WHERE id IN :ids AND locked_by = :me FOR UPDATE", "ids")
-            self._renew = _stmt(renew, "ids")
 
     def claim(self, conn: Connection, limit: int, now: datetime, complete: Sequence[int] = ()) -> list[ClaimedJob]:
         """Lock up to ``limit`` ready jobs for this worker, counting an attempt on each.
