@@ -113,4 +113,5 @@ class Report:
 
     def outcome(self, o: Outcome) -> None:
         self.say(line(o))
-        self.events.send(Event.of(o))
+        if self.events.fd is not None:  # no event to build on the hot path when nobody listens
+            self.events.send(Event.of(o))
