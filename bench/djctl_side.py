@@ -18,6 +18,7 @@ from djctl import config
 from djctl.queue import claims as claim
 from djctl.queue import engines as store
 from djctl.queue.stats import queue_depth
+from djctl.worker import identity
 
 from . import common, fill
 from .jobs import Noop, Stamp
@@ -133,7 +134,7 @@ class Djctl:
         previous round and claims the next 10, with djctl's own SQL (djctl.queue.claims.Claims; one
         statement where the worker uses one)."""
         fill.insert_rows(self.engine, (rounds + 10) * 10, "ready")
-        claims = claim.Claims(self.dialect, claim.worker_name("bench", os.getpid()))
+        claims = claim.Claims(self.dialect, identity.format("bench", os.getpid()))
         held: list[int] = []
         times = []
         with self.engine.connect() as conn:

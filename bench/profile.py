@@ -54,7 +54,7 @@ def _source(file: str, line: int) -> str:
 def classify(frames: list[tuple[str, str, int]]) -> tuple[str, str]:
     """(process role, category) of one sampled stack."""
     names = [f[0] for f in frames]
-    role = "executor" if any(n == "serve" and f.endswith("djctl/executor.py") for n, f, _ in frames) else "worker"
+    role = "executor" if any(n == "serve" and f.endswith("djctl/worker/executor.py") for n, f, _ in frames) else "worker"
     if not frames:
         return role, "outside Python frames"
     leaf_name, leaf_file, leaf_line = frames[-1]
@@ -63,27 +63,27 @@ def classify(frames: list[tuple[str, str, int]]) -> tuple[str, str]:
     src = _source(leaf_own[1], leaf_own[2])
     if any(n in ("_find_and_load", "_handle_fromlist") for n in names) or "Worker.__post_init__" in names:
         return role, "start-up and shutdown"
-    if "api.engine" in names or "current_version" in names or "_Executor.__init__" == leaf_own[0] and role == "worker":
+    if "api.engine" in names or "current_version" in names or "Child.__init__" == leaf_own[0] and role == "worker":
         return role, "start-up and shutdown"
     if leaf_file.startswith("json/"):
         return role, "JSON encode/decode"
-    if any(n in ("_stdout_log", "Worker._say", "Worker._report") for n in names) or "sys.stdout.flush" in src:
+    if any(n in ("_stdout_log", "Worker._say", "Report.outcome") for n in names) or "sys.stdout.flush" in src:
         return role, "logging (per-job lines)"
     if any("commit" in n.lower() or n == "TransactionalContext.__exit__" for n in names):
         return role, "SQL: COMMIT (fsync / round trip)"
-    if any(n in ("Connection.begin", "Engine.connect", "Worker._connection") for n in names):
+    if any(n in ("Connection.begin", "Engine.connect", "Rounds._connection") for n in names):
         return role, "SQL: BEGIN / connection"
     if any(f.startswith(("sqlalchemy/", "psycopg/", "pymysql/", "sqlite3/")) for _, f, _ in frames):
         for caller, label in (("Claims.claim", "claim"), ("Claims.complete", "complete (DELETE)"),
-                              ("Worker._recover", "maintenance"), ("Claims.fail", "fail")):
+                              ("recover", "maintenance"), ("Claims.fail", "fail")):
             if caller in names:
                 return role, f"SQL: {label}"
         return role, "SQL: other statements"
     if "Journal.finished" in names:
         return role, "journal append (executor)"
-    if "_Executor.send" in names or "_Writer.send" in names or "_revoked" in names or "_Executor.revoke" in names:
+    if "Child.send" in names or "_write" in names or "_revoked" in names or "Child.revoke" in names:
         return role, "pipe write"
-    if "_Executor.read" in names:
+    if "Child.read" in names:
         return role, "pipe read"
     if "select.select" in src:
         return role, "waiting in select()"

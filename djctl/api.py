@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from djctl import config
-from djctl.queue import migrations
+from djctl.clock import now, utc_naive  # noqa: F401 - re-exported: djctl.now, api.now
 from djctl.queue import engines as store
+from djctl.queue import migrations
 
 _ready: set[tuple[int, str]] = set()
 _lock = threading.Lock()
@@ -31,18 +31,6 @@ def configure(database_url: str | None = None, app: str | list[str] | None = Non
     store.normalize_url(merged.database_url)
     config.set_current(merged)
     return merged
-
-
-def now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
-
-
-def utc_naive(when: datetime) -> datetime:
-    """``when`` as naive UTC, as the database stores it; a naive ``when`` is taken as UTC already."""
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc).replace(tzinfo=None)
-    return when
 
 
 def engine(database_url: str | None = None) -> Engine:

@@ -16,9 +16,9 @@ from sqlalchemy import bindparam, event, insert, text
 from sqlalchemy.orm import Session
 
 from djctl import api, config, payload
+from djctl.handlers import encode_call, encode_job
 from djctl.queue import doorbell, migrations
 from djctl.queue.engines import describe
-from djctl.handlers import encode_call, encode_job
 from djctl.queue.schema import Timestamp, delayed_jobs
 
 if TYPE_CHECKING:

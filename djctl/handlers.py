@@ -12,6 +12,12 @@ from djctl.payload import HandlerError, name_of
 from djctl.worker import aio
 
 
+def default_backoff(attempts: int) -> timedelta:
+    """How long a job waits before its next try after failing ``attempts`` times, unless it
+    says otherwise (``reschedule_at``): ``attempts**4 + 5`` seconds, as delayed_job."""
+    return timedelta(seconds=attempts**4 + 5)
+
+
 def encode_job(job: Any) -> dict:
     """Handler data for an object with ``perform()``: its class and its attributes."""
     if not callable(getattr(job, "perform", None)):
@@ -84,7 +90,7 @@ class LoadedJob:
         fn = getattr(self.target, "reschedule_at", None)
         if callable(fn):
             return fn(attempts, now)
-        return now + timedelta(seconds=attempts**4 + 5)
+        return now + default_backoff(attempts)
 
 
 def load(handler: str, decoder: payload.Decoder) -> LoadedJob:

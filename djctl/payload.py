@@ -23,6 +23,8 @@ import uuid
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
+from djctl.errors import one_line
+
 TAG = "__djctl__"
 _PLAIN = (str, int, bool)  # exactly these types: subclasses (enums) are tagged
 
@@ -243,17 +245,16 @@ class Decoder:
 
 
 def _load_orm(cls: type, pk: tuple) -> Any:
-    from djctl import api
-
     from sqlalchemy.exc import InvalidRequestError
+
+    from djctl import api
 
     session = api.orm_session()
     try:
         obj = session.get(cls, pk if len(pk) > 1 else pk[0])
     except (InvalidRequestError, IndexError) as e:  # not a mapped class, or not its key
         session.rollback()
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HandlerError(f"handler holds a database object that cannot be loaded: {reason}") from None
+        raise HandlerError(f"handler holds a database object that cannot be loaded: {one_line(e)}") from None
     # End the read now: a job may run for hours, and an open transaction would hold back
     # PostgreSQL's vacuum, or on SQLite turn the job's own later write into a conflict.
     session.commit()

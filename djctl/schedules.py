@@ -20,11 +20,11 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from djctl import api, config, payload
-from djctl.queue import admin
 from djctl.enqueue import Options
 from djctl.handlers import display_name, encode_call, encode_job
-from djctl.recurrence import Recurrence, format_every
+from djctl.queue import admin
 from djctl.queue.schema import delayed_jobs
+from djctl.recurrence import Recurrence, format_every
 
 _c = delayed_jobs.c
 

@@ -14,6 +14,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from djctl import api, config
+from djctl.errors import one_line as _first_line
 from djctl.queue import engines as store
 
 
@@ -51,11 +52,6 @@ def connect(s: config.Settings):
         url = store.describe(store.normalize_url(s.database_url))
         raise Failure(f"cannot connect to {url}: {_first_line(e)}") from None
     return eng
-
-
-def _first_line(e: BaseException) -> str:
-    msg = str(getattr(e, "orig", None) or e).strip()
-    return msg.splitlines()[0] if msg else type(e).__name__
 
 
 def import_app(s: config.Settings) -> None:

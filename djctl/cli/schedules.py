@@ -9,7 +9,9 @@ import click
 
 from djctl import config
 from djctl.cli.base import Failure, connect, settings
-from djctl.schedules import ScheduleInfo, schedules as list_schedules, unschedule as delete_schedule
+from djctl.schedules import ScheduleInfo
+from djctl.schedules import schedules as list_schedules
+from djctl.schedules import unschedule as delete_schedule
 
 _HEADER = ("key", "job", "schedule", "queue", "priority", "next run (UTC)", "last run (UTC)", "last error")
 

@@ -9,19 +9,15 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
 import click
 
-from djctl import config
-from djctl.queue import claims as claim
+from djctl import clock, config
 from djctl.cli import base as cli
-from djctl.queue import engines as store
 from djctl.daemon import render
-from djctl.daemon.client import (ControlError, LogFilter, NotRunning, StateDirError, SupervisorClient,
-                                 ensure_state_dir)
+from djctl.daemon.client import ControlError, LogFilter, NotRunning, StateDirError, SupervisorClient, ensure_state_dir
 from djctl.daemon.formation import (
     FormationStore,
     ProcfileError,
@@ -30,8 +26,10 @@ from djctl.daemon.formation import (
     load_process_types,
     parse_scale,
 )
-from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
 from djctl.daemon.model import ProcessInfo, State
+from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
+from djctl.queue import engines as store
+from djctl.worker.identity import hostname, pid_alive
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
@@ -95,8 +93,8 @@ def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
 def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
     """Start the supervisor and the formation; return once they are up."""
     from djctl.daemon.launch import LaunchError, run_supervisor, start_daemon
-    from djctl.daemon.supervisor import Plan
     from djctl.daemon.manager import Policy
+    from djctl.daemon.supervisor import Plan
 
     s, supervisor = _setup(ctx, create=True)
     policy = Policy.from_settings(s)
@@ -122,7 +120,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
                  if flags.get(key)}
     umask = os.umask(0o077)
     os.umask(umask)
-    plan = Plan(s, cwd, types, formation, policy, claim.hostname(), extra_env, reload_, umask)
+    plan = Plan(s, cwd, types, formation, policy, hostname(), extra_env, reload_, umask)
     try:
         if foreground:
             def started(processes: list[ProcessInfo]) -> None:
@@ -162,21 +160,12 @@ def down(ctx: click.Context) -> None:
     click.echo(f"Stopping djctl supervisor (pid {pid})... ", nl=False)
     deadline = time.monotonic() + s.grace_period + _DOWN_MARGIN
     # The pid file is let go just before the process ends: wait for both.
-    while _running(supervisor) is not None or (pid > 0 and _alive(pid)):
+    while _running(supervisor) is not None or (pid > 0 and pid_alive(pid)):
         if time.monotonic() > deadline:
             click.echo("still stopping")
             raise cli.Failure(f"the supervisor (pid {pid}) has not stopped yet; see djctl logs")
         time.sleep(0.02)
     click.echo("done")
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @click.command()
@@ -217,7 +206,7 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
 def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool) -> None:
     """The processes and their states."""
     s, supervisor = _setup(ctx)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     if all_hosts:
         from djctl.daemon.registry import list_processes
 

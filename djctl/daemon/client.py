@@ -13,8 +13,8 @@ from typing import Any, Iterable, Iterator
 
 from djctl.daemon import control
 from djctl.daemon.logs import events as job_events
-from djctl.daemon.logs.events import COMPLETED, OUTCOMES
 from djctl.daemon.logs import reader
+from djctl.daemon.logs.events import COMPLETED, OUTCOMES
 from djctl.daemon.logs.format import SOURCES, LogFilter
 from djctl.daemon.paths import Paths, StateDirError, ensure_private_dir
 

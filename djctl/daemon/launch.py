@@ -19,12 +19,13 @@ from typing import Callable, TextIO
 from djctl import api
 from djctl.daemon.formation import FormationStore
 from djctl.daemon.logs import LogWriter
-from djctl.daemon.systemd.notify import Notifier
-from djctl.daemon.pidfile import AlreadyRunning, PidFile
-from djctl.daemon.registry import Registry
 from djctl.daemon.model import ProcessInfo
+from djctl.daemon.pidfile import AlreadyRunning, PidFile
 from djctl.daemon.printer import Printer
+from djctl.daemon.registry import Registry
 from djctl.daemon.supervisor import Plan, Supervisor
+from djctl.daemon.systemd.notify import Notifier
+from djctl.errors import one_line as _one_line
 
 
 class LaunchError(Exception):
@@ -150,8 +151,3 @@ def _await(fd: int, timeout: float) -> tuple[int, list[ProcessInfo]]:
             if not chunk:
                 raise LaunchError("the supervisor exited while starting; see djctl logs")
             buffer += chunk
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

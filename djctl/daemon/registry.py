@@ -19,20 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Sequence
 
-import psutil
-from sqlalchemy import Engine, and_, delete, or_, select, text
+from sqlalchemy import Engine, and_, delete, or_, select
 from sqlalchemy.exc import DBAPIError
 
-from djctl.queue import claims as claim
-from djctl.queue.schema import djctl_processes as table
+from djctl.clock import utc_naive, utcnow
 from djctl.daemon import render
 from djctl.daemon.model import ProcessInfo, State
+from djctl.errors import one_line
+from djctl.queue.schema import djctl_processes as table
+from djctl.worker import identity, recovery
 
 Wall = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -44,32 +41,12 @@ class Released:
     count: int
 
 
-def alive(pid: int | None, started: datetime | None = None) -> bool:
-    """Whether ``pid`` runs on this host — and, given its naive-UTC start time, is
-    still the same process rather than a newer one that reused the number."""
-    if pid is None or pid <= 0:
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False  # dead, waiting for its new parent (init) to reap it
-        created = process.create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.Error:
-        return True
-    if started is None:
-        return True
-    born = datetime.fromtimestamp(created, timezone.utc).replace(tzinfo=None)
-    return born <= started + timedelta(seconds=2)
-
-
 class Registry:
     """The rows of one supervisor (``host``, ``supervisor_pid``) and claim recovery.
     Each method is one transaction; all raise DBAPIError when the database fails."""
 
     def __init__(self, engine: Engine, host: str, supervisor_pid: int, max_attempts: int,
-                 wall: Wall = _utcnow) -> None:
+                 wall: Wall = utcnow) -> None:
         self.engine = engine
         self.host = host
         self.supervisor_pid = supervisor_pid
@@ -98,7 +75,7 @@ class Registry:
         """Release the claims of our child ``pid`` that has died; returns how many."""
         now = self._wall()
         with self.engine.begin() as conn:
-            return claim.release_dead(conn, [claim.worker_name(self.host, pid)], reason, now, self.max_attempts)
+            return recovery.release_dead(conn, [identity.format(self.host, pid)], reason, now, self.max_attempts)
 
     def recover_local(self) -> list[Released]:
         """At start: clear this host's rows whose supervisor is gone, releasing the
@@ -111,23 +88,16 @@ class Registry:
             rows = conn.execute(
                 select(t.id, t.name, t.pid, t.supervisor_pid, t.started_at).where(t.host == self.host)
             ).all()
-            orphaned = [r for r in rows if r.supervisor_pid != self.supervisor_pid and not alive(r.supervisor_pid)]
+            orphaned = [r for r in rows if r.supervisor_pid != self.supervisor_pid and not identity.pid_alive(r.supervisor_pid)]
             names = {r.pid: r.name for r in orphaned if r.pid is not None}
-            dead = [r.pid for r in orphaned if r.pid is not None and not alive(r.pid, r.started_at)]
-            prefix = claim.worker_name(self.host, 0)[:-1]
-            held = conn.execute(
-                text("SELECT DISTINCT locked_by FROM delayed_jobs WHERE locked_by LIKE :p AND failed_at IS NULL"),
-                {"p": prefix + "%"},
-            ).scalars()
-            for worker in held:
-                number = worker[len(prefix):]
-                if number.isdigit() and int(number) not in dead and not alive(int(number)):
-                    dead.append(int(number))
-            for pid in dead:
-                worker = claim.worker_name(self.host, pid)
-                n = claim.release_dead(conn, [worker], "its worker died while the supervisor was down",
-                                       now, self.max_attempts)
+            dead = [identity.format(self.host, r.pid) for r in orphaned
+                    if r.pid is not None and not identity.pid_alive(r.pid, r.started_at)]
+            dead += [w for w in recovery.dead_workers(conn, self.host) if w not in dead]
+            for worker in dead:
+                n = recovery.release_dead(conn, [worker], "its worker died while the supervisor was down",
+                                          now, self.max_attempts)
                 if n:
+                    pid = identity.parse(worker)[1]
                     out.append(Released(names.get(pid, "djctl"), worker, n))
             if orphaned:
                 conn.execute(delete(table).where(t.id.in_([r.id for r in orphaned])))
@@ -148,11 +118,11 @@ class Registry:
                 )
             ).all()
             for r in rows:
-                if r.pid is None or (r.host == self.host and alive(r.pid, r.started_at)):
+                if r.pid is None or (r.host == self.host and identity.pid_alive(r.pid, r.started_at)):
                     continue
-                worker = claim.worker_name(r.host, r.pid)
+                worker = identity.format(r.host, r.pid)
                 reason = f"no heartbeat from host {r.host} for {timeout:g}s; its worker is presumed dead"
-                n = claim.release_dead(conn, [worker], reason, now, self.max_attempts)
+                n = recovery.release_dead(conn, [worker], reason, now, self.max_attempts)
                 if n:
                     out.append(Released(r.name, worker, n))
             if rows:
@@ -168,7 +138,7 @@ class Registry:
             "supervisor_pid": self.supervisor_pid,
             "state": p.state.value,
             "command": p.command,
-            "started_at": _naive(p.started_at),
+            "started_at": utc_naive(p.started_at) if p.started_at else None,
             "heartbeat_at": now,
         }
 
@@ -188,12 +158,6 @@ def list_processes(engine: Engine) -> list[ProcessInfo]:
             state = State.DOWN
         out.append(ProcessInfo(r.name, r.type, r.pid, state, started or beat, r.command, started, r.host, beat))
     return out
-
-
-def _naive(when: datetime | None) -> datetime | None:
-    if when is None or when.tzinfo is None:
-        return when
-    return when.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 class Heartbeat:
@@ -256,7 +220,7 @@ class Heartbeat:
             with self._lock:
                 self._dead.remove((name, pid, reason))
             if n:
-                self._say(name, render.released(n, claim.worker_name(self.registry.host, pid)))
+                self._say(name, render.released(n, identity.format(self.registry.host, pid)))
 
     def _report(self, released: list[Released]) -> None:
         for r in released:
@@ -267,8 +231,7 @@ class Heartbeat:
             action()
         except DBAPIError as e:
             if not self._failing:
-                first = str(getattr(e, "orig", e)).strip().splitlines()
-                self._say("djctl", f"Database unavailable ({first[0] if first else type(e).__name__}); retrying")
+                self._say("djctl", f"Database unavailable ({one_line(e)}); retrying")
             self._failing = True
             return False
         if self._failing:

@@ -14,7 +14,6 @@ from typing import Mapping, Sequence
 from djctl.daemon.formation import format_formation
 from djctl.daemon.model import ProcessInfo, State
 
-
 # -- supervisor events, as the log shows them after ``djctl[worker.1]:`` -----------------
 
 def starting(command: str) -> str:

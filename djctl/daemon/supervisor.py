@@ -26,13 +26,13 @@ from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
 from djctl.daemon.formation import FormationStore, ScaleError, format_formation, parse_scale
 from djctl.daemon.logs import SUPERVISOR
-from djctl.daemon.printer import Printer
-from djctl.daemon.systemd.notify import Notifier, start_watchdog
+from djctl.daemon.manager import Manager, Policy, SpawnRequest
+from djctl.daemon.model import ProcessInfo, State
 from djctl.daemon.paths import Paths
+from djctl.daemon.printer import Printer
 from djctl.daemon.process import ChildProcess, LineReader, spawner
 from djctl.daemon.registry import Heartbeat, Registry
-from djctl.daemon.model import ProcessInfo, State
-from djctl.daemon.manager import Manager, Policy, SpawnRequest
+from djctl.daemon.systemd.notify import Notifier, start_watchdog
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)

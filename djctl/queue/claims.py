@@ -6,8 +6,6 @@ statement states what it guarantees. All times are naive UTC.
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
@@ -100,6 +98,37 @@ class Claims:
         self.dialect = dialect
         self.locked_by = locked_by
         self.filter = flt
+        self._prepare_claim(dialect, flt)
+        self._delete = _stmt(
+            "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :me", "ids"
+        )
+        self._fail = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
+            "run_at = :run_at, failed_at = :failed_at, updated_at = :now "
+            "WHERE id = :id AND locked_by = :me"
+        )
+        self._destroy = _stmt("DELETE FROM delayed_jobs WHERE id = :id AND locked_by = :me")
+        self._reschedule = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, attempts = 0, "
+            "run_at = :run_at, last_run_at = :now, last_error = :error, updated_at = :now "
+            "WHERE id = :id AND locked_by = :me"
+        )
+        self._release = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
+            "WHERE id IN :ids AND locked_by = :me",
+            "ids",
+        )
+        renew = "UPDATE delayed_jobs SET locked_at = :now WHERE id IN :ids AND locked_by = :me"
+        if dialect in ("postgresql", "sqlite"):
+            self._renew = _stmt(renew + " RETURNING id", "ids")
+        else:
+            self._held = _stmt("SELECT id FROM delayed_jobs WHERE id IN :ids AND locked_by = :me FOR UPDATE", "ids")
+            self._renew = _stmt(renew, "ids")
+
+    def _prepare_claim(self, dialect: str, flt: Filter) -> None:
+        """The claim statement(s) of ``dialect``: one UPDATE ... RETURNING where the
+        database has it, else SELECT ... FOR UPDATE SKIP LOCKED and an UPDATE."""
         where = (
             "failed_at IS NULL AND locked_at IS NULL AND run_at <= :now " + flt.sql()
         )
@@ -138,32 +167,6 @@ class Claims:
                 *expanding,
             )
             self._lock = _stmt(f"UPDATE delayed_jobs SET {set_lock} WHERE id IN :ids", "ids")
-        self._delete = _stmt(
-            "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :me", "ids"
-        )
-        self._fail = _stmt(
-            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
-            "run_at = :run_at, failed_at = :failed_at, updated_at = :now "
-            "WHERE id = :id AND locked_by = :me"
-        )
-        self._destroy = _stmt("DELETE FROM delayed_jobs WHERE id = :id AND locked_by = :me")
-        self._reschedule = _stmt(
-            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, attempts = 0, "
-            "run_at = :run_at, last_run_at = :now, last_error = :error, updated_at = :now "
-            "WHERE id = :id AND locked_by = :me"
-        )
-        self._release = _stmt(
-            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
-            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
-            "WHERE id IN :ids AND locked_by = :me",
-            "ids",
-        )
-        renew = "UPDATE delayed_jobs SET locked_at = :now WHERE id IN :ids AND locked_by = :me"
-        if dialect in ("postgresql", "sqlite"):
-            self._renew = _stmt(renew + " RETURNING id", "ids")
-        else:
-            self._held = _stmt("SELECT id FROM delayed_jobs WHERE id IN :ids AND locked_by = :me FOR UPDATE", "ids")
-            self._renew = _stmt(renew, "ids")
 
     def claim(self, conn: Connection, limit: int, now: datetime, complete: Sequence[int] = ()) -> list[ClaimedJob]:
         """Lock up to ``limit`` ready jobs for this worker, counting an attempt on each.
@@ -267,6 +270,7 @@ def release_dead(
     conn: Connection, names: Sequence[str], error: str, now: datetime, max_attempts: int
 ) -> int:
     """Release every claim held by the dead workers ``names``; the attempt stays counted.
+    (The journals of this host's dead workers are settled first by worker/recovery.py.)
 
     A job that has used up its attempts this way is marked failed rather than released,
     so a job that kills its worker every time ends failed instead of looping. A recurring
@@ -275,45 +279,8 @@ def release_dead(
     """
     if not names:
         return 0
-    for name in names:
-        _settle_journaled(conn, name, now)
     params = {"names": list(names), "error": error, "now": now, "max_attempts": max_attempts}
     return conn.execute(_release_dead, params).rowcount
-
-
-_delete_journaled = _stmt(
-    "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :name AND reoccur_in IS NULL AND cron IS NULL",
-    "ids",
-)
-_refund_unstarted = (
-    "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
-    "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
-    "WHERE locked_by = :name AND failed_at IS NULL"
-)
-_refund_all = _stmt(_refund_unstarted)
-_refund_but = _stmt(_refund_unstarted + " AND id NOT IN :started", "started")
-
-
-def _settle_journaled(conn: Connection, name: str, now: datetime) -> None:
-    """For a dead worker of this host, from its journal (see journal.py): delete the jobs it
-    finished but had not recorded, and give back, attempt and all, those it never started."""
-    from djctl.worker import journal
-
-    host, _, pid = name.partition(" pid:")
-    if host != f"host:{hostname()}" or not pid.isdigit():
-        return
-    file = journal.path(conn.engine.url, int(pid))
-    entries = journal.read(file)
-    if entries is None:
-        return
-    started, finished = entries
-    for start in range(0, len(finished), 500):
-        conn.execute(_delete_journaled, {"ids": finished[start:start + 500], "name": name})
-    if started:
-        conn.execute(_refund_but, {"name": name, "now": now, "started": sorted(started)})
-    else:
-        conn.execute(_refund_all, {"name": name, "now": now})
-    journal.discard(file)
 
 
 def release_expired(conn: Connection, max_run_time: timedelta, now: datetime, max_attempts: int) -> int:
@@ -321,13 +288,3 @@ def release_expired(conn: Connection, max_run_time: timedelta, now: datetime, ma
     params = {"expired": now - max_run_time, "now": now, "max_attempts": max_attempts}
     return conn.execute(_release_expired, params).rowcount
 
-
-def hostname() -> str:
-    """This host's name in ``locked_by``: ``DJ_HOSTNAME`` when set (supervisors and their
-    workers agree on it), else the system's host name."""
-    return os.environ.get("DJ_HOSTNAME") or socket.gethostname()
-
-
-def worker_name(host: str, pid: int) -> str:
-    """The ``locked_by`` of a worker: ``host:<hostname> pid:<pid>``, as delayed_job writes it."""
-    return f"host:{host} pid:{pid}"

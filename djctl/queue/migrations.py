@@ -7,12 +7,12 @@ migration never changes once released: later schema changes are new migrations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable
 
 from sqlalchemy import Column, Connection, Dialect, Engine, Integer, MetaData, String, Table, func, inspect, select
 from sqlalchemy.engine.mock import MockConnection
 
+from djctl.clock import utcnow
 from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes
 
 version_metadata = MetaData()
@@ -112,7 +112,7 @@ def _upgrade(engine: Engine) -> list[Migration]:
                 schema_migrations.insert().values(
                     version=migration.version,
                     description=migration.description,
-                    applied_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                    applied_at=utcnow(),
                 )
             )
             applied.append(migration)

@@ -14,7 +14,6 @@ from djctl import config
 from djctl.handlers import display_name
 from djctl.queue.schema import Timestamp, delayed_jobs
 
-
 Group = tuple[str | None, int]
 
 

@@ -23,10 +23,20 @@ from textual.worker import get_current_worker
 
 from djctl import api, config
 from djctl.daemon import client
+from djctl.errors import one_line as _one_line
 from djctl.tui.logtail import EventFollower, LogFollower, Throughput
-from djctl.tui.sources import (DEFAULT_QUEUE, ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source,
-                      queue_label, utcnow)
-from djctl.tui.widgets import FailedPanel, Panel, Frame, LogPanel, ProcessPanel, QueuePanel, ThroughputPanel
+from djctl.tui.sources import (
+    DEFAULT_QUEUE,
+    ActionError,
+    Clock,
+    DatabaseSource,
+    JobFilter,
+    Snapshot,
+    Source,
+    queue_label,
+    utcnow,
+)
+from djctl.tui.widgets import FailedPanel, Frame, LogPanel, Panel, ProcessPanel, QueuePanel, ThroughputPanel
 
 # One table for the key bindings, the help screen and the command palette:
 # (key, action, footer label, what it does).
@@ -383,12 +393,6 @@ class DjctlTop(App[None]):
         for _, action, label, what in ACTIONS:
             if action not in ("quit", "help"):
                 yield SystemCommand(label, what, partial(self.run_action, action))
-
-
-def _one_line(e: BaseException) -> str:
-    """The first line of what went wrong (a driver's message rather than SQLAlchemy's wrapping)."""
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _jobs(verb: str, n: int) -> str:

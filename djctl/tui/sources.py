@@ -17,7 +17,7 @@ The supervisor is reached only through :class:`SupervisorLink` (over
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -25,22 +25,17 @@ import psutil
 from sqlalchemy import Connection, func, select, union_all
 
 from djctl import api, config
-from djctl.queue import claims as claim
-from djctl.queue import admin
-from djctl.queue import stats
-from djctl.queue import engines as store
+from djctl.clock import now as utcnow  # the console's clock: timezone-aware UTC
 from djctl.daemon import client
+from djctl.queue import admin, stats
+from djctl.queue import engines as store
 from djctl.queue.schema import delayed_jobs, djctl_processes
+from djctl.worker import identity
 
 Clock = Callable[[], datetime]
 DEFAULT_QUEUE = "default"
 """How the console names the default (NULL) queue, in its tables and its filter."""
 FAILED_LIMIT = 100
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
 
 
 def queue_label(queue: str | None) -> str:
@@ -201,7 +196,7 @@ class DatabaseSource:
         self.settings = settings
         self.clock = clock
         self.supervisor = supervisor or SupervisorLink(settings.state_dir)
-        self.host = host or claim.hostname()
+        self.host = host or identity.hostname()
         self.description = store.describe(store.normalize_url(settings.database_url))
         self.log_path: Path | None = log_path(settings)
         self.events_path: Path | None = events_path(settings)
@@ -258,7 +253,7 @@ class DatabaseSource:
             if local and ps is not None:
                 continue  # the supervisor's own answer is fresher than its last heartbeat
             state = r.state
-            if local and (r.pid is None or not psutil.pid_exists(r.pid)):
+            if local and (r.pid is None or not identity.pid_alive(r.pid)):
                 state = "down"
             stale = not local and r.heartbeat_at is not None and now - r.heartbeat_at > timeout
             found.append(ProcessRow(r.name, r.type, r.host, r.pid, state, r.started_at, r.command or "",
@@ -279,7 +274,7 @@ class DatabaseSource:
                                         p.heartbeat_at)))
 
     def _current_jobs(self, conn: Connection, procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime]]:
-        names = {claim.worker_name(p.host, p.pid): (p.host, p.pid) for p in procs if p.pid is not None}
+        names = {identity.format(p.host, p.pid): (p.host, p.pid) for p in procs if p.pid is not None}
         if not names:
             return {}
         t = delayed_jobs.c

@@ -1,12 +1,8 @@
 """The child process that runs jobs for a worker, so that no job can take its worker down with it.
 
 The worker (parent) claims jobs and records outcomes; this process only decodes and
-performs them. Over a pair of pipes, one JSON line per message:
-
-    parent -> child   {"id", "handler", "attempts", "max_attempts", "max_run_time"}
-    child -> parent   {"s": id, "name", "max_run_time", "max_attempts"}    the job starts
-                      {"r": id, "ok": true}                                 it succeeded
-                      {"r": id, "ok": false, "error", "retry_at" | null}    it failed
+performs them. Over a pair of pipes go the messages of messages.py, one JSON line each;
+:class:`Child` is the parent's end.
 
 A job stuck past its max_run_time gets SIGUSR2 (raising JobTimeout where Python can)
 and then, if it still does not return, SIGKILL from the parent — which is how even a
@@ -18,18 +14,19 @@ signalled (Ctrl-C, systemd): the job in hand is never interrupted by them.
 from __future__ import annotations
 
 import ctypes
-import json
+import errno
 import os
 import signal
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from djctl import api, config, payload
+from djctl import api, clock, config, payload
+from djctl.handlers import LoadedJob, default_backoff, load
 from djctl.queue import engines as store
-from djctl.handlers import LoadedJob, load
 from djctl.worker.journal import Journal
+from djctl.worker.messages import Job, Reply, Result, Skipped, Started, decode_job, decode_reply
 
 
 class JobTimeout(Exception):
@@ -64,43 +61,37 @@ def error_text(exc: BaseException) -> str:
     return head + "\n" + "".join(traceback.format_exception(exc)).rstrip()
 
 
-class _Writer:
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def send(self, msg: dict) -> None:
-        data = (json.dumps(msg, separators=(",", ":"), default=str) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
-def _outcome(job: LoadedJob, msg: dict) -> dict:
+def _outcome(job: LoadedJob, msg: Job) -> Result:
     global _running
-    attempts = msg["attempts"]
-    job_id = msg["id"]
+    attempts = msg.attempts
     _running = True
     try:
         job.hook("before")
         job.perform()
         job.hook("success")
-        return {"r": job_id, "ok": True}
+        return Result(msg.id, True)
     except BaseException as exc:  # noqa: BLE001 - a job may raise anything, SystemExit included
         _running = False
-        permanent = isinstance(exc, payload.RecordNotFound) or attempts >= job.max_attempts(msg["max_attempts"])
+        permanent = isinstance(exc, payload.RecordNotFound) or attempts >= job.max_attempts(msg.max_attempts)
         error = error_text(exc)
         _safe_hook(job, "error", exc)
         retry_at = None
         if not permanent:
-            now = api.now()
+            now = clock.now()
             try:
-                retry_at = api.utc_naive(job.reschedule_at(attempts, now)).isoformat()
+                retry_at = clock.utc_naive(job.reschedule_at(attempts, now))
             except Exception as hook_exc:  # noqa: BLE001
                 error += f"\n(reschedule_at failed: {hook_exc!r}; using the default backoff)"
-                retry_at = api.utc_naive(now + timedelta(seconds=attempts**4 + 5)).isoformat()
+                retry_at = clock.utc_naive(now + default_backoff(attempts))
         else:
             _safe_hook(job, "failure")
-        return {"r": job_id, "ok": False, "error": error, "retry_at": retry_at}
+        return Result(msg.id, False, error, retry_at)
     finally:
         _running = False
         _safe_hook(job, "after")
@@ -123,49 +114,51 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
     signal.signal(signal.SIGUSR2, _on_usr2)
     _die_with_parent()
     store.dispose_inherited()
-    out = _Writer(write_fd)
     decoder = payload.Decoder(payload.allowed_packages())
     revoked: set[int] = set()
     with os.fdopen(read_fd, "rb", buffering=1 << 16) as incoming:
         for line in incoming:
             if _stopping:
                 break
-            msg = json.loads(line)
-            if msg["id"] in _revoked(revoke_fd, revoked):
-                out.send({"r": msg["id"], "skipped": True})
+            msg = decode_job(line)
+            if msg.id in _revoked(revoke_fd, revoked):
+                _write(write_fd, Skipped(msg.id).encode().encode())
                 continue
-            try:
-                job = load(msg["handler"], decoder)
-            except payload.HandlerError as exc:
-                api.end_orm_session()
-                out.send({"s": msg["id"], "name": "?", "max_run_time": 0, "max_attempts": msg["max_attempts"]})
-                out.send({"r": msg["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}", "retry_at": None})
-                continue
-            except Exception as exc:  # noqa: BLE001 - importing the job's module may raise anything
-                api.end_orm_session()
-                out.send({"s": msg["id"], "name": "?", "max_run_time": 0, "max_attempts": msg["max_attempts"]})
-                out.send({"r": msg["id"], "ok": False, "error": error_text(exc), "retry_at": None})
-                continue
-            limit = job.max_run_time(timedelta(seconds=msg["max_run_time"])).total_seconds()
-            max_attempts = job.max_attempts(msg["max_attempts"])
-            if journal is not None:
-                journal.started(msg["id"])
-            out.send({"s": msg["id"], "name": job.name, "max_run_time": limit, "max_attempts": max_attempts})
-            if msg["attempts"] > max_attempts:
-                out.send({"r": msg["id"], "ok": False, "error": "attempts exhausted", "retry_at": None})
-                continue
-            result = _outcome(job, msg)
-            if result["ok"] and journal is not None:
-                journal.finished(msg["id"])
-            out.send(result)
+            _run_one(msg, decoder, journal, write_fd)
             if _stopping:
                 break
     os._exit(0)
 
 
-def spawn(settings: "config.Settings | None" = None,
-          journal_file: "Path | None" = None) -> tuple[int, int, int, int]:
-    """Fork an executor working under ``settings`` (default: the current ones).
+def _run_one(msg: Job, decoder: payload.Decoder, journal: "Journal | None", out: int) -> None:
+    """Load and perform one job, telling the parent as it starts and as it ends."""
+    try:
+        job = load(msg.handler, decoder)
+    except Exception as exc:  # noqa: BLE001 - importing the job's module may raise anything
+        api.end_orm_session()
+        error = f"{type(exc).__name__}: {exc}" if isinstance(exc, payload.HandlerError) else error_text(exc)
+        _write(out, (Started(msg.id, "?", 0, msg.max_attempts).encode()
+                     + Result(msg.id, False, error).encode()).encode())
+        return
+    limit = job.max_run_time(timedelta(seconds=msg.max_run_time)).total_seconds()
+    max_attempts = job.max_attempts(msg.max_attempts)
+    if journal is not None:
+        journal.started(msg.id)
+    # Sent before the job runs: the parent's deadline starts now.
+    _write(out, Started(msg.id, job.name, limit, max_attempts).encode().encode())
+    if msg.attempts > max_attempts:
+        _write(out, Result(msg.id, False, "attempts exhausted").encode().encode())
+        return
+    result = _outcome(job, msg)
+    if result.ok and journal is not None:
+        journal.finished(msg.id)
+    _write(out, result.encode().encode())
+
+
+def spawn(settings: "config.Settings | None" = None, journal_file: "Path | None" = None,
+          close: Sequence[int] = ()) -> tuple[int, int, int, int]:
+    """Fork an executor working under ``settings`` (default: the current ones). The fds
+    ``close`` are closed in the child first thing, so no job code can reach them.
 
     Returns (pid, fd to write jobs to, fd to read messages from, fd to revoke jobs on):
     a job id written to the last one, newline-terminated, is skipped if it has not
@@ -177,9 +170,8 @@ def spawn(settings: "config.Settings | None" = None,
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(to_child_w)
-            os.close(from_child_r)
-            os.close(revoke_w)
+            for fd in (*close, to_child_w, from_child_r, revoke_w):
+                os.close(fd)
             os.set_blocking(revoke_r, False)
             if settings is not None:
                 # Its worker's allowed packages and database, not the process default.
@@ -193,6 +185,77 @@ def spawn(settings: "config.Settings | None" = None,
     return pid, to_child_w, from_child_r, revoke_w
 
 
+class Child:
+    """The worker's end of one executor child: send jobs, read replies, signal, reap."""
+
+    def __init__(self, settings: config.Settings, journal_file: "Path | None" = None,
+                 close: Sequence[int] = ()) -> None:
+        self.pid, self.to_child, self.from_child, self.revoke_fd = spawn(settings, journal_file, close)
+        self.buffer = b""
+        self.crashed = False
+
+    def revoke(self, job_id: int) -> None:
+        """Skip this job if it has not started: its claim was lost while it waited."""
+        try:
+            os.write(self.revoke_fd, f"{job_id}\n".encode())
+        except OSError:
+            pass  # the child is gone; the job goes back with the rest
+
+    def send(self, jobs: Sequence[Job]) -> None:
+        """Queue ``jobs`` in the child's pipe (blocks while the pipe is full)."""
+        view = memoryview("".join(j.encode() for j in jobs).encode())
+        try:
+            while view:
+                view = view[os.write(self.to_child, view):]
+        except BrokenPipeError:
+            pass  # the child is gone: its EOF, read next, puts the job back
+
+    def read(self) -> list[Reply] | None:
+        """Replies available now; None once the child has gone (EOF)."""
+        try:
+            chunk = os.read(self.from_child, 1 << 16)
+        except OSError as e:
+            if e.errno == errno.EAGAIN:
+                return []
+            chunk = b""
+        if not chunk:
+            return None
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [decode_reply(line) for line in lines if line]
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close_input(self) -> None:
+        """No more jobs: the child ends after the ones already sent."""
+        try:
+            os.close(self.to_child)
+        except OSError:
+            pass
+        self.to_child = -1  # closed twice, the number might be another file's by then
+
+    def reap(self) -> str:
+        """Wait for the child to exit; how it ended, in words. Sets ``crashed`` unless it
+        exited with status 0."""
+        for fd in (self.to_child, self.from_child, self.revoke_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.to_child = self.from_child = self.revoke_fd = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.crashed = not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            return f"killed by signal {sig} ({signal.Signals(sig).name})"
+        return f"exited with status {os.WEXITSTATUS(status)}"
+
+
 def _revoked(fd: int | None, into: set[int]) -> set[int]:
     if fd is None:
         return into
@@ -202,10 +265,3 @@ def _revoked(fd: int | None, into: set[int]) -> set[int]:
     except BlockingIOError:
         pass
     return into
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    value = datetime.fromisoformat(text)
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value

@@ -16,13 +16,13 @@ from sqlalchemy import select, update
 
 import djctl
 from djctl import config
-from djctl.queue import claims as claim
 from djctl.queue.schema import delayed_jobs
+from djctl.worker import identity
 from tests import jobs
 from tests.support.commands import ROOT, djctl_cmd
 from tests.support.rows import count, utcnow
 
-HOST = claim.hostname()
+HOST = identity.hostname()
 
 
 def run(env: dict, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -12,8 +12,8 @@ import pytest
 
 from djctl.daemon.client import SupervisorClient
 from djctl.daemon.logs import LogLine
-from djctl.queue.claims import hostname
 from djctl.tui.logtail import Throughput
+from djctl.worker.identity import hostname
 from tests.support.app import LINE, App, heavy
 from tests.support.waiting import wait_for
 

@@ -16,14 +16,14 @@ from sqlalchemy import update
 
 import djctl
 from djctl import api
-from djctl.queue import claims as claim
 from djctl.queue.schema import delayed_jobs
+from djctl.worker import identity, recovery
 from tests import jobs
 from tests.support.commands import djctl_cmd
 from tests.support.rows import count, row, utcnow
 from tests.support.waiting import wait_for
 
-HOST = claim.hostname()
+HOST = identity.hostname()
 DEADLINE = 60.0
 
 
@@ -324,8 +324,8 @@ def test_a_killed_workers_unstarted_claims_get_their_attempt_back(db_url, djctl_
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     with engine.begin() as conn:  # what a supervisor does when it sees its worker die
-        claim.release_dead(conn, [claim.worker_name(claim.hostname(), worker.pid)], "died",
-                           api.utc_naive(api.now()), 25)
+        recovery.release_dead(conn, [identity.format(identity.hostname(), worker.pid)], "died",
+                              api.utc_naive(api.now()), 25)
     r = row(engine, running)
     assert (r["locked_by"], r["attempts"], r["last_error"]) == (None, 1, "died"), "it ran: the attempt counts"
     r = row(engine, waiting)

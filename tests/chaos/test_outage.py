@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 import djctl
 from djctl import api
-from djctl.queue import claims as claim
+from djctl.worker import identity
 from tests.chaos import Record
 from tests.chaos.conftest import Proxy, completed_ids, kinds, make_app, runners, runs
 from tests.support.rows import count, locked
@@ -102,7 +102,7 @@ def test_a_claim_committed_unseen_during_an_outage_is_given_back_at_once(db_kind
     path = tmp_path / "runs.txt"
     app.run("up", "--formation", "worker=1")
     pid = app.wait_up(1)["worker.1"]
-    me = claim.worker_name(claim.hostname(), pid)
+    me = identity.format(identity.hostname(), pid)
     proxy.cut()
     wait_for(lambda: app.log_has(rf"pid:{pid}\)\] database unavailable"), 15, message="the worker to notice")
     ids = djctl.enqueue_many([Record(str(path), str(i)) for i in range(3)])

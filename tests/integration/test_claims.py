@@ -11,10 +11,11 @@ import djctl
 from djctl.queue import claims as claim
 from djctl.queue.claims import Claims, Filter
 from djctl.queue.schema import delayed_jobs
+from djctl.worker import identity
 from tests import jobs
 from tests.support.rows import row, utcnow
 
-HOST = claim.hostname()
+HOST = identity.hostname()
 
 
 def add(n: int = 1, **opts) -> list[int]:
@@ -36,7 +37,7 @@ def do(engine, fn):
 
 
 def test_worker_name_is_delayed_jobs():
-    assert claim.worker_name("railgun", 25794) == "host:railgun pid:25794"
+    assert identity.format("railgun", 25794) == "host:railgun pid:25794"
 
 
 def test_claim_locks_counts_an_attempt_and_orders(engine):

@@ -13,6 +13,7 @@ from djctl.queue.claims import Claims
 from djctl.queue.schema import delayed_jobs
 from djctl.recurrence import next_run
 from djctl.schedules import schedule
+from djctl.worker import identity
 from djctl.worker.worker import Worker
 from tests.jobs import Touch
 
@@ -30,7 +31,7 @@ def test_a_cron_schedule_fires_at_the_right_instants_across_dst_on_each_database
     start = datetime(2025, 10, 24, 12, 0, tzinfo=UTC)
     schedule(Touch(str(tmp_path / "out"), "x"), cron="30 2 * * *", tz="Europe/Berlin", key="nightly", now=start)
     eng = api.engine()
-    claims = Claims(eng.dialect.name, claim.worker_name("test", 1))
+    claims = Claims(eng.dialect.name, identity.format("test", 1))
     seen = []
     for _ in range(4):
         with eng.begin() as conn:
@@ -60,7 +61,7 @@ def _insert_locked(conn, locked_by: str, attempts: int, **cols) -> int:
 
 @pytest.mark.parametrize("how", ["dead", "expired"])
 def test_released_claims_fail_one_off_jobs_but_never_recurring_ones(db_url: str, how: str) -> None:
-    dead = claim.worker_name("gone", 999999)
+    dead = identity.format("gone", 999999)
     eng = api.engine()
     now = api.utc_naive(api.now())
     with eng.begin() as conn:
@@ -81,9 +82,9 @@ def test_released_claims_fail_one_off_jobs_but_never_recurring_ones(db_url: str,
 def test_a_recurring_job_whose_attempts_were_spent_by_dying_workers_moves_on_to_its_next_period(db_url: str) -> None:
     eng = api.engine()
     with eng.begin() as conn:
-        job_id = _insert_locked(conn, claim.worker_name("gone", 999999), attempts=2, reoccur_in=3600,
+        job_id = _insert_locked(conn, identity.format("gone", 999999), attempts=2, reoccur_in=3600,
                                 schedule_key="hourly")
-        claim.release_dead(conn, [claim.worker_name("gone", 999999)], "worker process died",
+        claim.release_dead(conn, [identity.format("gone", 999999)], "worker process died",
                            api.utc_naive(api.now()), max_attempts=2)
     before = api.utc_naive(api.now())
     lines: list[str] = []

@@ -10,10 +10,10 @@ from sqlalchemy import bindparam, text, update
 
 import djctl
 from djctl import api, config
-from djctl.queue import claims as claim
 from djctl.queue import stats
 from djctl.queue.schema import delayed_jobs
 from djctl.tui.sources import DEFAULT_QUEUE, ActionError, DatabaseSource, JobFilter
+from djctl.worker import identity
 from djctl.worker.worker import Worker
 from tests.jobs import Fail, Touch
 from tests.support.rows import count
@@ -136,7 +136,7 @@ def test_snapshot_lists_every_hosts_processes_with_their_current_job(db_url):
                 "heartbeat_at) VALUES ('elsewhere', :pid, :name, 'worker', 1, 'up', 'djctl work', :t, :beat)"),
                 {"pid": pid, "name": name, "t": now - timedelta(hours=1), "beat": beat})
         conn.execute(text("UPDATE delayed_jobs SET locked_at = :t, locked_by = :by WHERE id = :id"),
-                     {"t": now, "by": claim.worker_name("elsewhere", 4242), "id": busy})
+                     {"t": now, "by": identity.format("elsewhere", 4242), "id": busy})
     snap = DatabaseSource(config.current()).snapshot(JobFilter())
     assert not snap.supervisor.running and snap.supervisor.note == "no supervisor running"
     one, two = snap.processes

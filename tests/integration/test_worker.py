@@ -15,12 +15,12 @@ from sqlalchemy import text, update
 
 import djctl
 from djctl import config
-from djctl.queue import claims as claim
 from djctl.queue.schema import delayed_jobs
+from djctl.worker import identity
 from tests import jobs
 from tests.support.rows import count, row, utcnow
 
-HOST = claim.hostname()
+HOST = identity.hostname()
 
 
 def set_row(engine, job_id: int, **values) -> None:

@@ -2,8 +2,7 @@
 rotated by one process (:mod:`.writer`), tailed and followed by any number (:mod:`.reader`)."""
 
 from djctl.daemon.logs import events
-from djctl.daemon.logs.format import (APP, SOURCES, SUPERVISOR, Clock, LogFilter, LogLine, escape_output,
-                                      utcnow)
+from djctl.daemon.logs.format import APP, SOURCES, SUPERVISOR, Clock, LogFilter, LogLine, escape_output, utcnow
 from djctl.daemon.logs.reader import follow, tail
 from djctl.daemon.logs.writer import LogWriter
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from djctl.clock import now
+
 APP = "app"
 SUPERVISOR = "djctl"
 SOURCES = (APP, SUPERVISOR)
@@ -45,9 +47,7 @@ _NAMED = {"\r": "\\r", "\n": "\\n"}
 Clock = Callable[[], datetime]
 
 
-def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
-    return datetime.now(timezone.utc)
+utcnow = now  # the log's clock: timezone-aware UTC
 
 
 def escape_output(text: str) -> str:

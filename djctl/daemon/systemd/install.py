@@ -22,8 +22,14 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from djctl.config import ConfigError, load_settings
-from djctl.daemon.systemd.units import (DEFAULT_GRACE_SECONDS, DEFAULT_WATCHDOG_SECONDS, SystemdError,
-                                        UnitOptions, render_unit, unit_path)
+from djctl.daemon.systemd.units import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_WATCHDOG_SECONDS,
+    SystemdError,
+    UnitOptions,
+    render_unit,
+    unit_path,
+)
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 

@@ -1,0 +1,61 @@
+"""A worker's name in ``locked_by`` — ``host:<hostname> pid:<pid>``, as delayed_job writes it —
+and whether the process behind such a name is still alive."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta, timezone
+
+import psutil
+
+_PREFIX = "host:"
+_PID = " pid:"
+
+
+def hostname() -> str:
+    """This host's name in ``locked_by``: ``DJ_HOSTNAME`` when set (supervisors and their
+    workers agree on it), else the system's host name."""
+    return os.environ.get("DJ_HOSTNAME") or socket.gethostname()
+
+
+def format(host: str, pid: int) -> str:  # noqa: A001 - identity.format reads as meant
+    """The ``locked_by`` of the worker ``pid`` on ``host``."""
+    return f"{_PREFIX}{host}{_PID}{pid}"
+
+
+def parse(name: str) -> tuple[str, int] | None:
+    """(host, pid) of a worker's ``locked_by``; None when it is not a worker's name."""
+    if not name.startswith(_PREFIX):
+        return None
+    host, sep, pid = name[len(_PREFIX):].rpartition(_PID)
+    if not sep or not pid.isdigit():
+        return None
+    return host, int(pid)
+
+
+def like(host: str) -> str:
+    """A SQL LIKE pattern for the names of the workers on ``host``. Unescaped (SQLite has no
+    default LIKE escape): it may match more, so check each name with :func:`parse`."""
+    return f"{_PREFIX}{host}{_PID}%"
+
+
+def pid_alive(pid: int | None, started: datetime | None = None) -> bool:
+    """Whether ``pid`` runs on this host (a zombie counts as dead) — and, given its naive-UTC
+    start time, is still the same process rather than a newer one that reused the number.
+    A process we may not inspect counts as alive: its claims are not ours to take."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # dead, waiting for its parent to reap it
+        created = process.create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True
+    if started is None:
+        return True
+    born = datetime.fromtimestamp(created, timezone.utc).replace(tzinfo=None)
+    return born <= started + timedelta(seconds=2)

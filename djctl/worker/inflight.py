@@ -1,0 +1,167 @@
+"""The jobs in the executor child's hands: handing them over, following their Started and
+Result messages, enforcing max_run_time, and what a dead child leaves behind."""
+
+from __future__ import annotations
+
+import select
+import signal
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Sequence
+
+from djctl import clock, config
+from djctl.handlers import default_backoff
+from djctl.queue.claims import ClaimedJob
+from djctl.worker.executor import Child
+from djctl.worker.messages import Job, Outcome, Reply, Result, Started
+
+
+@dataclass
+class Running:
+    """A job handed to the executor: started once its Started message arrives."""
+
+    job: ClaimedJob
+    max_attempts: int
+    name: str = "?"
+    started: float | None = None
+    deadline: float | None = None
+    signalled: bool = False
+
+
+class InFlight:
+    """The executor child (forked on demand) and the jobs sent to it, in order; the first
+    may be running. Outcomes go to ``outcomes``; jobs a dead child never started go back
+    to the front of ``pending``."""
+
+    def __init__(self, settings: config.Settings, journal_file: Path, *, max_run_time: timedelta,
+                 kill_grace: float, clock: Callable[[], float], close: Sequence[int] = ()) -> None:
+        self.settings = settings
+        self.journal_file = journal_file
+        self.max_run_time = max_run_time.total_seconds()
+        self.kill_grace = kill_grace
+        self.clock = clock
+        self.close = tuple(close)
+        self.sent: deque[Running] = deque()
+        self.child: Child | None = None
+        self.fresh: dict[int, float] = {}
+        """Job id -> clock when its locked_at was last written."""
+        self.job_seconds = 0.05
+        """A moving average of how long jobs take; assume slow at first."""
+
+    def send(self, jobs: Sequence[ClaimedJob], max_attempts: int) -> bool:
+        """Hand ``jobs`` to the executor; True when a new child had to be forked."""
+        self.sent.extend(Running(j, max_attempts) for j in jobs)
+        forked = self.child is None
+        if forked:
+            self.child = Child(self.settings, self.journal_file, close=self.close)
+        self.child.send([Job(j.id, j.handler, j.attempts, max_attempts, self.max_run_time) for j in jobs])
+        return forked
+
+    def unstarted(self) -> list[int]:
+        return [r.job.id for r in self.sent if r.started is None]
+
+    def revoke_lost(self, held: set[int]) -> list[int]:
+        """Revoke the unstarted jobs whose claim is no longer ``held``; their ids."""
+        lost = [r.job.id for r in self.sent if r.started is None and r.job.id not in held]
+        if self.child is not None:
+            for job_id in lost:
+                self.child.revoke(job_id)
+        return lost
+
+    def handle(self, replies: Sequence[Reply], outcomes: list[Outcome]) -> None:
+        for msg in replies:
+            if isinstance(msg, Started):
+                self._started(msg)
+                continue
+            running = self.sent.popleft()
+            assert running.job.id == msg.id, "executor answered out of order"
+            if not isinstance(msg, Result):
+                continue  # skipped: revoked before it started
+            took = None
+            if running.started is not None:
+                took = self.clock() - running.started
+                self.job_seconds += (took - self.job_seconds) * 0.2
+            outcomes.append(Outcome(running.job, running.name, msg.ok, msg.error, msg.retry_at, took))
+
+    def _started(self, msg: Started) -> None:
+        sent = self.sent
+        running = sent[0] if sent[0].job.id == msg.id else next(r for r in sent if r.job.id == msg.id)
+        running.name = msg.name
+        running.started = self.clock()
+        running.max_attempts = msg.max_attempts
+        # Stopped before its claim could look expired to other workers, too.
+        fresh = self.fresh.pop(running.job.id, running.started)
+        expires = fresh + self.max_run_time
+        running.deadline = min(running.started + msg.max_run_time, expires) if msg.max_run_time else None
+
+    def read(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
+        """The child has something to say (or has gone)."""
+        replies = self.child.read()
+        if replies is None:
+            how = self.child.reap()
+            self.died(how, outcomes, pending, loading_counts=self.child.crashed)
+        else:
+            self.handle(replies, outcomes)
+
+    def enforce_deadline(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
+        """Past its deadline the running job is asked to stop (SIGUSR2), then killed."""
+        running = self.sent[0] if self.sent else None
+        if self.child is None or running is None or running.deadline is None or self.clock() < running.deadline:
+            return
+        if not running.signalled:
+            running.signalled = True
+            self.child.signal(signal.SIGUSR2)
+            running.deadline = self.clock() + self.kill_grace
+            return
+        self.child.signal(signal.SIGKILL)
+        self.child.reap()
+        self.died(f"stopped after exceeding max_run_time ({self.max_run_time:g}s)", outcomes, pending)
+
+    def died(self, how: str, outcomes: list[Outcome], pending: deque[ClaimedJob],
+             loading_counts: bool = False) -> None:
+        """The executor is gone: the job it was running failed; the ones queued behind it go back.
+
+        With ``loading_counts`` (it crashed rather than exiting when asked), the job it was
+        still loading failed too: a job that kills its process on import must not loop.
+        """
+        self.child = None
+        if self.sent and (self.sent[0].started is not None or loading_counts):
+            running = self.sent.popleft()
+            job = running.job
+            retry_at = None
+            if job.attempts < running.max_attempts:
+                retry_at = clock.utcnow() + default_backoff(job.attempts)
+            took = None if running.started is None else self.clock() - running.started
+            outcomes.append(Outcome(job, running.name, False, f"job process {how} while running this job",
+                                    retry_at, took))
+        while self.sent:
+            pending.appendleft(self.sent.pop().job)
+
+    def drain(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
+        """Let the executor end: read to its end, for a job whose Started message still sits
+        in the pipe has run, and giving it back as unstarted would run it twice."""
+        child = self.child
+        if child is None:
+            return
+        child.signal(signal.SIGUSR1)
+        child.close_input()
+        while True:
+            if self.sent and self.sent[0].started is not None:
+                limit = self.sent[0].deadline  # the job in hand may finish, up to its max_run_time
+            else:
+                limit = self.clock() + self.kill_grace  # between jobs, it is about to exit
+            wait = None if limit is None else max(0.0, limit - self.clock())
+            ready, _, _ = select.select([child.from_child], [], [], wait)
+            if not ready:
+                child.signal(signal.SIGKILL)
+                break
+            replies = child.read()
+            if replies is None:
+                break
+            self.handle(replies, outcomes)
+        how = child.reap()
+        self.child = None
+        if self.sent and self.sent[0].started is not None:
+            self.died(how, outcomes, pending)
