@@ -7,10 +7,12 @@ import threading
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 
-from djctl import config
+from djctl import config, payload
 from djctl.clock import now, utc_naive  # noqa: F401 - re-exported: djctl.now, api.now
+from djctl.errors import one_line
 from djctl.queue import engines as store
 from djctl.queue import migrations
 
@@ -52,7 +54,7 @@ def orm_session() -> Session:
     session = _orm_sessions.get(os.getpid())
     if session is None:
         # Reads never take SQLite's write lock, and objects stay usable after the
-        # load's transaction ends (see payload._load_orm).
+        # load's transaction ends (see load_orm).
         session = _orm_sessions[os.getpid()] = Session(
             engine().execution_options(sqlite_read=True), expire_on_commit=False
         )
@@ -65,3 +67,19 @@ def end_orm_session() -> None:
     if session is not None:
         session.rollback()
         session.expunge_all()
+
+
+def load_orm(cls: type, pk: tuple) -> Any:
+    """The mapped object of ``cls`` with primary key ``pk``, read fresh for a job; RecordNotFound if gone."""
+    session = orm_session()
+    try:
+        obj = session.get(cls, pk if len(pk) > 1 else pk[0])
+    except (InvalidRequestError, IndexError) as e:  # not a mapped class, or not its key
+        session.rollback()
+        raise payload.HandlerError(f"handler holds a database object that cannot be loaded: {one_line(e)}") from None
+    # End the read now: a job may run for hours, and an open transaction would hold back
+    # PostgreSQL's vacuum, or on SQLite turn the job's own later write into a conflict.
+    session.commit()
+    if obj is None:
+        raise payload.RecordNotFound(f"{cls.__name__} with primary key {', '.join(map(str, pk))} no longer exists")
+    return obj

@@ -7,8 +7,8 @@ neither run nor touched; whatever the run leaves there is deleted at the end.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import delete
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///delayed_jobs.sqlite3"
 
@@ -51,7 +52,7 @@ class Settings:
     restart_backoff_max: float = 60.0
     """The longest restart delay."""
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 

@@ -8,9 +8,10 @@ import inspect
 import json
 import os
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, event, insert, text
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ class Options:
     run_at: datetime | None = None
     queue: str | None = None
 
-    def validated(self) -> "Options":
+    def validated(self) -> Options:
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise TypeError(f"priority must be an integer, got {self.priority!r}")
         if self.run_at is not None and not isinstance(self.run_at, datetime):
@@ -174,7 +175,7 @@ async def aenqueue(
     priority: int = 0,
     run_at: datetime | None = None,
     queue: str | None = None,
-    session: "AsyncSession | None" = None,
+    session: AsyncSession | None = None,
 ) -> int:
     """:func:`enqueue` for async code: the same options, and the event loop is never blocked.
 
@@ -192,7 +193,7 @@ async def aenqueue_many(
     priority: int = 0,
     run_at: datetime | None = None,
     queue: str | None = None,
-    session: "AsyncSession | None" = None,
+    session: AsyncSession | None = None,
 ) -> list[int]:
     """:func:`enqueue_many` for async code: one round trip, ids in order, one bad job enqueues none."""
     now = _now()
@@ -203,7 +204,7 @@ async def aenqueue_many(
     return await _ainsert(rows, session) if rows else []
 
 
-async def _ainsert(rows: list[dict], session: "AsyncSession | None") -> list[int]:
+async def _ainsert(rows: list[dict], session: AsyncSession | None) -> list[int]:
     if session is not None:
         return await session.run_sync(lambda sync_session: _insert(rows, sync_session))
     # Without a session, djctl's own engine and driver do the insert on a thread: no

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
-from djctl import payload
+from djctl import aio, payload
 from djctl.payload import HandlerError, name_of
-from djctl.worker import aio
 
 
 def default_backoff(attempts: int) -> timedelta:

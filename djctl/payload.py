@@ -20,10 +20,9 @@ import importlib
 import json
 import math
 import uuid
+from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any, Callable, Iterable
-
-from djctl.errors import one_line
+from typing import Any
 
 TAG = "__djctl__"
 _PLAIN = (str, int, bool)  # exactly these types: subclasses (enums) are tagged
@@ -175,7 +174,7 @@ class Decoder:
 
     def __init__(self, packages: Iterable[str], load_orm: Callable[[type, tuple], Any] | None = None):
         self.packages = tuple(packages)
-        self.load_orm = load_orm or _load_orm
+        self.load_orm = load_orm or _no_database
 
     def value(self, data: Any) -> Any:
         if isinstance(data, list):
@@ -244,23 +243,8 @@ class Decoder:
         return obj
 
 
-def _load_orm(cls: type, pk: tuple) -> Any:
-    from sqlalchemy.exc import InvalidRequestError
-
-    from djctl import api
-
-    session = api.orm_session()
-    try:
-        obj = session.get(cls, pk if len(pk) > 1 else pk[0])
-    except (InvalidRequestError, IndexError) as e:  # not a mapped class, or not its key
-        session.rollback()
-        raise HandlerError(f"handler holds a database object that cannot be loaded: {one_line(e)}") from None
-    # End the read now: a job may run for hours, and an open transaction would hold back
-    # PostgreSQL's vacuum, or on SQLite turn the job's own later write into a conflict.
-    session.commit()
-    if obj is None:
-        raise RecordNotFound(f"{cls.__name__} with primary key {', '.join(map(str, pk))} no longer exists")
-    return obj
+def _no_database(cls: type, pk: tuple) -> Any:
+    raise HandlerError(f"handler holds a database object ({cls.__name__}), and this decoder loads none")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)

@@ -60,7 +60,7 @@ class Recurrence:
     tz: str = "UTC"
 
     @classmethod
-    def of(cls, every: timedelta | None = None, cron: str | None = None, tz: str = "UTC") -> "Recurrence":
+    def of(cls, every: timedelta | None = None, cron: str | None = None, tz: str = "UTC") -> Recurrence:
         """A checked recurrence; ValueError (one line, saying what to do) for anything unusable."""
         if (every is None) == (cron is None):
             raise ValueError("give exactly one of every= (a timedelta) or cron= (a cron expression)")
@@ -89,7 +89,7 @@ class Recurrence:
         return made
 
     @classmethod
-    def from_row(cls, reoccur_in: int | None, cron: str | None) -> "Recurrence":
+    def from_row(cls, reoccur_in: int | None, cron: str | None) -> Recurrence:
         """The recurrence a row's columns describe; ValueError if they describe none."""
         if cron is not None:
             tokens = cron.split()

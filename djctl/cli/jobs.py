@@ -163,7 +163,8 @@ def upgrade(ctx: click.Context, as_sql: bool) -> None:
         eng = store.engine_for(s.database_url)
         applied = migrations.upgrade(eng)
     except (DBAPIError, TimeoutError) as e:
-        raise Failure(f"cannot upgrade {store.describe(store.normalize_url(s.database_url))}: {_first_line(e)}") from None
+        where = store.describe(store.normalize_url(s.database_url))
+        raise Failure(f"cannot upgrade {where}: {_first_line(e)}") from None
     for m in applied:
         click.echo(f"Applied migration {m.version}: {m.description}")
     click.echo(f"Database is at version {migrations.LATEST}.")

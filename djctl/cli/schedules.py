@@ -34,7 +34,7 @@ def render_schedules(rows: list[ScheduleInfo]) -> str:
     if not body:
         return "(no schedules)"
     widths = [max(len(r[i]) for r in [_HEADER, *body]) for i in range(len(_HEADER))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [_HEADER, *body])
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [_HEADER, *body])
 
 
 def _when(at: datetime) -> str:

@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import click
 
@@ -261,9 +261,11 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
 @click.option("-t", "--tail", "follow_", is_flag=True, help="Keep printing lines as they are written.")
 @click.option("-p", "--ps", "proc", metavar="TYPE|NAME", help="Only this type (worker) or process (worker.1).")
 @click.option("-d", "--dyno", "process", metavar="NAME", help="Only this process (worker.1).")
-@click.option("-s", "--source", type=click.Choice(["app", "djctl"]), help="Only process output (app) or supervisor events (djctl).")
+@click.option("-s", "--source", type=click.Choice(["app", "djctl"]),
+              help="Only process output (app) or supervisor events (djctl).")
 @click.pass_context
-def logs(ctx: click.Context, num: int, follow_: bool, proc: str | None, process: str | None, source: str | None) -> None:
+def logs(ctx: click.Context, num: int, follow_: bool, proc: str | None, process: str | None,
+         source: str | None) -> None:
     """Print the log: process output and supervisor events, Heroku's format."""
     if proc and process and proc != process:
         raise cli.UsageFailure("give -p or -d, not both")

@@ -8,8 +8,9 @@ the supervisor's layout on disk can change without touching a front end.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from djctl.daemon import control
 from djctl.daemon.logs import events as job_events
@@ -21,8 +22,8 @@ from djctl.daemon.paths import Paths, StateDirError, ensure_private_dir
 NotRunning = control.NotRunning
 ControlError = control.ControlError
 
-__all__ = ["COMPLETED", "OUTCOMES", "ControlError", "LogFilter", "NotRunning", "SOURCES", "StateDirError", "SupervisorClient",
-           "ensure_state_dir", "follow_events", "follow_log"]
+__all__ = ["COMPLETED", "OUTCOMES", "ControlError", "LogFilter", "NotRunning", "SOURCES", "StateDirError",
+           "SupervisorClient", "ensure_state_dir", "follow_events", "follow_log"]
 
 
 def ensure_state_dir(state_dir: Path) -> Path:

@@ -15,8 +15,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from djctl.daemon.paths import Paths
 
@@ -198,7 +199,7 @@ class Client:
                 except BrokenPipeError:
                     pass  # refused at once: its reason is waiting to be read
                 line = sock.makefile("rb").readline(_MAX_REQUEST)
-            except socket.timeout:
+            except TimeoutError:
                 raise ControlError(f"the supervisor did not answer {cmd!r} within {self.timeout:g}s") from None
             except ConnectionResetError:
                 line = b""

@@ -14,7 +14,8 @@ import os
 import select
 import signal
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from djctl import api
 from djctl.daemon.formation import FormationStore

@@ -14,9 +14,10 @@ from __future__ import annotations
 import signal
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from djctl.config import Settings
 from djctl.daemon import render

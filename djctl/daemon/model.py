@@ -3,10 +3,10 @@ of one process that ps, heartbeats and the console share."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Mapping
 
 
 class State(str, Enum):

@@ -16,8 +16,8 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from djctl.daemon.manager import SpawnRequest
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Sequence
 
 from sqlalchemy import Engine, and_, delete, or_, select
 from sqlalchemy.exc import DBAPIError
@@ -88,7 +88,8 @@ class Registry:
             rows = conn.execute(
                 select(t.id, t.name, t.pid, t.supervisor_pid, t.started_at).where(t.host == self.host)
             ).all()
-            orphaned = [r for r in rows if r.supervisor_pid != self.supervisor_pid and not identity.pid_alive(r.supervisor_pid)]
+            orphaned = [r for r in rows
+                        if r.supervisor_pid != self.supervisor_pid and not identity.pid_alive(r.supervisor_pid)]
             names = {r.pid: r.name for r in orphaned if r.pid is not None}
             dead = [identity.format(self.host, r.pid) for r in orphaned
                     if r.pid is not None and not identity.pid_alive(r.pid, r.started_at)]

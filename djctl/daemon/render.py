@@ -8,8 +8,8 @@ always passed in), so each format is tested once, here.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
 
 from djctl.daemon.formation import format_formation
 from djctl.daemon.model import ProcessInfo, State

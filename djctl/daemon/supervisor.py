@@ -16,10 +16,11 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from djctl.config import Settings
 from djctl.daemon import render

@@ -27,15 +27,16 @@ refused, nothing changes, and the result says which ids were refused and why.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, or_, select, true, update
 from sqlalchemy import delete as delete_rows
 from sqlalchemy.sql.elements import ColumnElement
 
-from djctl import api, config
+from djctl import clock, config
 from djctl.queue import doorbell
 from djctl.queue.schema import delayed_jobs
 from djctl.queue.stats import FailedFilter
@@ -130,7 +131,8 @@ def delete_failed(engine: Engine, queue: QueueChoice = EVERY, flt: FailedFilter 
 
 def clear(engine: Engine, queue: QueueChoice = EVERY) -> Cleared:
     """Delete every job of ``queue`` (default: every queue), running ones and recurring
-    schedules included; counts, not ids (there may be millions). A running job's worker finds it gone and changes nothing."""
+    schedules included; counts, not ids (there may be millions). A running job's worker
+    finds it gone and changes nothing."""
     where = _queue(queue)
     with engine.begin() as conn:
         schedules = conn.execute(delete_rows(delayed_jobs).where(where, _c.schedule_key.is_not(None))).rowcount
@@ -164,7 +166,7 @@ def _on_ids(engine: Engine, ids: Sequence[int], change: Change, allowed: ColumnE
     wanted = sorted(set(ids))
     if not wanted:
         return Outcome()
-    now = api.utc_naive(api.now())
+    now = clock.utcnow()
     with engine.begin() as conn:
         changed = _apply(conn, change, and_(_c.id.in_(wanted), allowed), now)
         refused = set(wanted) - set(changed)
@@ -178,7 +180,7 @@ def _on_ids(engine: Engine, ids: Sequence[int], change: Change, allowed: ColumnE
 
 
 def _on_all(engine: Engine, where: ColumnElement[bool], change: Change, wakes: bool) -> Outcome:
-    now = api.utc_naive(api.now())
+    now = clock.utcnow()
     with engine.begin() as conn:
         done = _apply(conn, change, where, now)
     if done and wakes:

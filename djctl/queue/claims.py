@@ -6,9 +6,9 @@ statement states what it guarantees. All times are naive UTC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
 
 from sqlalchemy import Connection, bindparam, text
 

@@ -6,8 +6,8 @@ migration never changes once released: later schema changes are new migrations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import Column, Connection, Dialect, Engine, Integer, MetaData, String, Table, func, inspect, select
 from sqlalchemy.engine.mock import MockConnection

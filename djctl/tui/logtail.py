@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from djctl.daemon import client
 
@@ -88,7 +89,8 @@ class LogFollower:
         self.poll = poll
         self._lines: deque[str] = deque(maxlen=keep)
         self._lock = threading.Lock()
-        self.status = "no log" if path is None else f"no log yet at {path}; it appears once the supervisor runs (djctl up)"
+        self.status = ("no log" if path is None
+                       else f"no log yet at {path}; it appears once the supervisor runs (djctl up)")
 
     def run(self, stop: threading.Event) -> None:
         """Follow until ``stop`` is set (blocking: run it in a thread)."""

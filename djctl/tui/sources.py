@@ -16,10 +16,11 @@ The supervisor is reached only through :class:`SupervisorLink` (over
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import psutil
 from sqlalchemy import Connection, func, select, union_all
@@ -273,7 +274,8 @@ class DatabaseSource:
         return list(conn.execute(select(p.host, p.pid, p.name, p.type, p.state, p.command, p.started_at,
                                         p.heartbeat_at)))
 
-    def _current_jobs(self, conn: Connection, procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime]]:
+    def _current_jobs(self, conn: Connection,
+                      procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime]]:
         names = {identity.format(p.host, p.pid): (p.host, p.pid) for p in procs if p.pid is not None}
         if not names:
             return {}

@@ -6,9 +6,9 @@ and the throughput) and never reads the database or a file itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult

@@ -18,9 +18,10 @@ import errno
 import os
 import signal
 import traceback
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from djctl import api, clock, config, payload
 from djctl.handlers import LoadedJob, default_backoff, load
@@ -106,7 +107,7 @@ def _safe_hook(job: LoadedJob, name: str, *args: Any) -> None:
 
 
 def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
-          journal: "Journal | None" = None) -> None:
+          journal: Journal | None = None) -> None:
     """The child's loop: run each job the parent sends, until the pipe closes or SIGUSR1."""
     signal.signal(signal.SIGINT, _on_usr1)
     signal.signal(signal.SIGTERM, _on_usr1)
@@ -114,7 +115,7 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
     signal.signal(signal.SIGUSR2, _on_usr2)
     _die_with_parent()
     store.dispose_inherited()
-    decoder = payload.Decoder(payload.allowed_packages())
+    decoder = payload.Decoder(payload.allowed_packages(), load_orm=api.load_orm)
     revoked: set[int] = set()
     with os.fdopen(read_fd, "rb", buffering=1 << 16) as incoming:
         for line in incoming:
@@ -130,7 +131,7 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
     os._exit(0)
 
 
-def _run_one(msg: Job, decoder: payload.Decoder, journal: "Journal | None", out: int) -> None:
+def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: int) -> None:
     """Load and perform one job, telling the parent as it starts and as it ends."""
     try:
         job = load(msg.handler, decoder)
@@ -155,7 +156,7 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: "Journal | None", out:
     _write(out, result.encode().encode())
 
 
-def spawn(settings: "config.Settings | None" = None, journal_file: "Path | None" = None,
+def spawn(settings: config.Settings | None = None, journal_file: Path | None = None,
           close: Sequence[int] = ()) -> tuple[int, int, int, int]:
     """Fork an executor working under ``settings`` (default: the current ones). The fds
     ``close`` are closed in the child first thing, so no job code can reach them.
@@ -188,7 +189,7 @@ def spawn(settings: "config.Settings | None" = None, journal_file: "Path | None"
 class Child:
     """The worker's end of one executor child: send jobs, read replies, signal, reap."""
 
-    def __init__(self, settings: config.Settings, journal_file: "Path | None" = None,
+    def __init__(self, settings: config.Settings, journal_file: Path | None = None,
                  close: Sequence[int] = ()) -> None:
         self.pid, self.to_child, self.from_child, self.revoke_fd = spawn(settings, journal_file, close)
         self.buffer = b""

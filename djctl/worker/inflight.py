@@ -6,10 +6,10 @@ from __future__ import annotations
 import select
 import signal
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Sequence
 
 from djctl import clock, config
 from djctl.handlers import default_backoff

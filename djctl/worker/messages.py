@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Union
 
 from djctl.queue.claims import ClaimedJob
 
@@ -77,7 +76,7 @@ class Skipped:
         return _dumps({"r": self.id, "skipped": True}) + "\n"
 
 
-Reply = Union[Started, Result, Skipped]
+Reply = Started | Result | Skipped
 
 
 def decode_job(line: bytes | str) -> Job:

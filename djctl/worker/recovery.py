@@ -10,8 +10,8 @@ attempt, so a job that kills its worker every time ends failed instead of loopin
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
 
 from sqlalchemy import Connection, bindparam, text
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal, Mapping
+from typing import Literal
 
 from djctl import clock
 from djctl.worker.messages import Outcome
@@ -46,7 +47,7 @@ class Event:
     ts: str
 
     @classmethod
-    def of(cls, o: Outcome) -> "Event":
+    def of(cls, o: Outcome) -> Event:
         kind: Kind = "completed" if o.ok else "failed_permanently" if o.final else "failed"
         return cls(kind, o.job.id, o.name, o.job.queue, o.job.attempts, o.run_time, clock.now().isoformat())
 
@@ -57,7 +58,7 @@ class Event:
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Event":
+    def from_json(cls, text: str) -> Event:
         """The event of one line; ValueError (or KeyError) when it is not one."""
         data = json.loads(text)
         if data.get("event") not in ("completed", "failed", "failed_permanently"):
@@ -74,7 +75,7 @@ class Events:
         self.fd = fd
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], warn: Callable[[str], None]) -> "Events":
+    def from_env(cls, env: Mapping[str, str], warn: Callable[[str], None]) -> Events:
         """The channel named by ``DJCTL_EVENT_FD`` in ``env``; a value that is no open file
         descriptor is reported with ``warn`` (one line) and leaves events off."""
         value = env.get(ENV)

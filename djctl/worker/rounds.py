@@ -6,9 +6,9 @@ and fast jobs share commits.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Collection, Sequence
 
 from sqlalchemy import Connection, text
 

@@ -17,9 +17,9 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Iterable
 
 from sqlalchemy.exc import DBAPIError
 

@@ -1,4 +1,4 @@
-"""djctl.worker.aio (issue 13): what a job returns is run to its end on one loop per process."""
+"""djctl.aio (issue 13): what a job returns is run to its end on one loop per process."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from djctl.worker import aio
+from djctl import aio
 
 
 class Stop(Exception):

@@ -18,9 +18,9 @@ output can pose as another line or another source.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
 from djctl.clock import now
 

@@ -8,8 +8,9 @@ import io
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from djctl.daemon.logs.format import LogFilter, LogLine
 from djctl.daemon.logs.writer import FileId, backup_path, backups, file_id

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 
 NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 

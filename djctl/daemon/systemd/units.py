@@ -14,9 +14,9 @@ import importlib.resources
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 DEFAULT_GRACE_SECONDS = 30
 DEFAULT_WATCHDOG_SECONDS = 30
