@@ -108,14 +108,17 @@ def test_sigkilled_supervisor_leaves_no_orphans_and_next_up_recovers(app, tmp_pa
              message="the orphaned workers to exit on their own")
     wait_for(lambda: app.ours() == [], 10, message="no process of ours left")
     assert [ln.split()[0] for ln in path.read_text().splitlines()] == ["start", "end"]  # finished first
-    assert locked(app.db_url) == [(long_, holder)]
+    # The dead worker's claim stays, unless the short worker's maintenance pass (it runs
+    # while that worker finishes its job) already gave it back, as any worker of this host may.
+    still_held = locked(app.db_url) == [(long_, holder)]
+    assert still_held or locked(app.db_url) == []
 
     out = app.run("up").stdout
     assert out.strip().endswith("running worker=2 long=1")
     app.wait_up(2)
     app.wait_up(1, "long")
-    # The new supervisor released the dead worker's claim before starting anything.
-    assert app.log_has(rf"djctl\[djctl\]: Released 1 job held by {holder} ")
+    if still_held:  # the new supervisor released it before starting anything
+        assert app.log_has(rf"djctl\[djctl\]: Released 1 job held by {holder} ")
     wait_for(lambda: [j for j, h in locked(app.db_url) if h != holder] == [long_], 15,
              message="the long job to run again")
     assert short not in dict(locked(app.db_url))

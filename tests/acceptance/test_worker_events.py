@@ -99,7 +99,7 @@ def test_one_event_per_finished_job_and_none_a_job_can_forge(db_url, djctl_env, 
     ), "exactly one event per finished job, none for the forged id 999999"
     by_id = {e.job_id: e for e in events}
     assert {by_id[i].job_class for i in touched} == {"Touch"} and by_id[liar].job_class == "Liar"
-    assert {by_id[i].queue for i in touched} == {"mail"} and by_id[failed].queue is None
+    assert {by_id[i].queue for i in touched} == {"mail"} and by_id[failed].queue == "default"
     assert all(e.attempts == 1 and e.run_time is not None and e.run_time >= 0 for e in events)
     assert all(datetime.fromisoformat(e.ts).tzinfo is not None for e in events)
 
