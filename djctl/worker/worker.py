@@ -323,11 +323,15 @@ class Worker:
             fds.append(child.from_child)
         if p.waker is not None and p.idle:
             fds.append(p.waker.fileno())
+        # A job too big for the pipe goes in pieces, as the executor takes them.
+        wfds = [child.to_child] if child is not None and child.outbox else []
         timeout = min(self._timeout(p), max(0.0, p.next_maintenance - self.clock()))
         try:
-            ready, _, _ = select.select(fds, [], [], timeout)
+            ready, writable, _ = select.select(fds, wfds, [], timeout)
         except InterruptedError:
-            ready = []
+            ready = writable = []
+        if writable and child is not None:
+            child.flush()
         if self._wake_r in ready:
             _drain_fd(self._wake_r)
         if p.waker is not None and p.waker.fileno() in ready:
