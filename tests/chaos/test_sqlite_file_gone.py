@@ -113,3 +113,23 @@ def test_a_replaced_file_stops_the_worker_and_enqueues_reach_the_new_one(db_url,
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
+
+
+def test_under_the_supervisor_the_log_says_so_and_the_restart_uses_the_new_file(db_kind, app, tmp_path):
+    path, out = sqlite_file(app.db_url), tmp_path / "out.txt"
+    app.env["DJ_MAX_RUN_TIME"] = "20"
+    app.run("up", "--formation", "worker=1")
+    first = app.wait_up(1)
+    djctl.enqueue(Touch(str(out), "before"))
+    wait_for(lambda: ran(out, "before"), 30, message="the worker running jobs")
+    delete(path)
+
+    said = wait_for(lambda: app.log_has(r"\[worker\.1\]: .*SQLite database .* was deleted while this worker used it"),
+                    15, message="the worker saying its file was deleted")
+    assert str(path) in said[0]
+    wait_for(lambda: app.up_pids() and app.up_pids() != first and path.exists(), 30,
+             message="the worker restarted on a new file")
+    djctl.enqueue(Touch(str(out), "after"))
+    wait_for(lambda: ran(out, "after"), 30, message="a job enqueued in the new file run")
+    app.cli("down")
+    assert app.ours() == []
