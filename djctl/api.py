@@ -45,7 +45,7 @@ def engine(database_url: str | None = None) -> Engine:
             if key not in _ready:
                 parsed = store.normalize_url(url)
                 if parsed.get_backend_name() == "sqlite":
-                    store.create_sqlite_file(parsed, doorbell.listeners(store.url_key(parsed)))
+                    store.refuse_lost_file(parsed, doorbell.listeners(store.url_key(parsed)))
                 if migrations.current_version(eng) < migrations.LATEST:
                     migrations.upgrade(eng)
                 _ready.add(key)

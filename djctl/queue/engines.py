@@ -4,7 +4,7 @@ An engine creates its SQLite file on its first connection, and never again: a fi
 deleted (or replaced) under a running djctl must not be silently recreated empty, for
 its jobs would never run. Each pooled connection remembers which file it opened (device
 and inode) and is not used once the path names another file or none. Before a process's
-first use, :func:`create_sqlite_file` refuses to create a file that running workers lost.
+first use, :func:`refuse_lost_file` refuses to create a file that running workers lost.
 """
 
 from __future__ import annotations
@@ -81,20 +81,19 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def create_sqlite_file(url: URL, live_workers: list[int]) -> None:
-    """Create the (empty) SQLite file of ``url`` if it is missing — unless ``live_workers``
-    (pids of workers of that path on this host) are running: then the file was deleted
-    or moved under them, and an empty new one would take jobs no worker runs."""
+def refuse_lost_file(url: URL, live_workers: list[int]) -> None:
+    """Raise :class:`DatabaseFileError` if the SQLite file of ``url`` is missing while
+    ``live_workers`` (pids of workers of that path on this host) run: the file was deleted
+    or moved under them, and an empty new one would take jobs no worker runs. Otherwise
+    the engine's first connection creates a missing file."""
     path = sqlite_path(url)
-    if path is None or path.exists():
+    if path is None or path.exists() or not live_workers:
         return
-    if live_workers:
-        raise DatabaseFileError(
-            f"SQLite database {path} does not exist, but workers of that path are running "
-            f"(pids {', '.join(map(str, live_workers))}) on a file deleted or moved under them: "
-            "put the file back, or restart them (`djctl restart`); they create it anew"
-        )
-    sqlite3.connect(path).close()
+    raise DatabaseFileError(
+        f"SQLite database {path} does not exist, but workers of that path are running "
+        f"(pids {', '.join(map(str, live_workers))}) on a file deleted or moved under them: "
+        "put the file back, or restart them (`djctl restart`); they create it anew"
+    )
 
 
 def _open_sqlite(path: Path):

@@ -79,7 +79,10 @@ def test_a_deleted_file_stops_the_worker_and_is_not_recreated_under_it(db_url, d
     # The next worker creates the file; what is enqueued now runs.
     worker = start_worker(djctl_env, log)
     try:
-        wait_for(path.exists, 30, message="the restarted worker creating the file")
+        # Its first connection creates the file, its schema follows: enqueue once it says it started.
+        wait_for(lambda: log.read_text().count("*** Starting job worker") == 2, 30,
+                 message="the restarted worker creating the file")
+        assert path.exists()
         djctl.enqueue(Touch(str(out), "after"))
         wait_for(lambda: ran(out, "after"), 30, message="a job enqueued in the new file run")
         assert "lost" not in out.read_text().split()
