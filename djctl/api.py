@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from djctl import config, payload
 from djctl.clock import now, utc_naive  # noqa: F401 - re-exported: djctl.now, api.now
 from djctl.errors import one_line
+from djctl.queue import doorbell, migrations
 from djctl.queue import engines as store
-from djctl.queue import migrations
 
 _ready: set[tuple[int, str]] = set()
 _lock = threading.Lock()
@@ -43,6 +43,9 @@ def engine(database_url: str | None = None) -> Engine:
     if key not in _ready:
         with _lock:
             if key not in _ready:
+                parsed = store.normalize_url(url)
+                if parsed.get_backend_name() == "sqlite":
+                    store.refuse_lost_file(parsed, doorbell.listeners(store.url_key(parsed)))
                 if migrations.current_version(eng) < migrations.LATEST:
                     migrations.upgrade(eng)
                 _ready.add(key)

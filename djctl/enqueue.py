@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
 
+PRIORITY_MIN = -(2**31)
+PRIORITY_MAX = 2**31 - 1
+"""The priorities every database stores (a 32-bit INTEGER column)."""
+
+
 @dataclass(frozen=True)
 class Options:
     """Where and when a job runs."""
@@ -35,12 +40,27 @@ class Options:
     queue: str | None = None
 
     def validated(self) -> Options:
+        """These options, if every database can store them: TypeError for a wrong type,
+        ValueError for a value out of range, each naming the option and its limit."""
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise TypeError(f"priority must be an integer, got {self.priority!r}")
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            # SQLite would store it; PostgreSQL and MariaDB refuse it with a driver error.
+            raise ValueError(f"priority must be a 32-bit integer ({PRIORITY_MIN} to {PRIORITY_MAX}), "
+                             f"got {self.priority}")
         if self.run_at is not None and not isinstance(self.run_at, datetime):
             raise TypeError(f"run_at must be a datetime, got {self.run_at!r}")
+        if self.run_at is not None:
+            try:
+                api.utc_naive(self.run_at)
+            except OverflowError:
+                raise ValueError(f"run_at {self.run_at.isoformat()} is out of range: in UTC it falls "
+                                 "outside years 1 to 9999") from None
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue or len(self.queue) > 255):
             raise TypeError(f"queue must be a non-empty string of at most 255 characters, got {self.queue!r}")
+        if self.queue is not None and "\x00" in self.queue:
+            # SQLite and MariaDB would store it, PostgreSQL refuses it: refused everywhere.
+            raise ValueError(f"queue must not contain a NUL character, got {self.queue!r}")
         return self
 
 
@@ -68,8 +88,43 @@ _PG_BULK = text(
 ).bindparams(bindparam("now", type_=Timestamp))
 
 
+_packet_limits: dict[tuple[int, str], int] = {}
+
+
+def _check_packet(execute: Any, rows: list[dict]) -> None:
+    """Refuse, naming both sizes, a job MySQL/MariaDB would drop the connection over.
+
+    The server closes the connection ("server has gone away") on a statement larger
+    than its ``max_allowed_packet``; read once per process and database.
+    """
+    engine = execute.get_bind().engine if isinstance(execute, Session) else execute.engine
+    key = (os.getpid(), engine.url.render_as_string(hide_password=False))
+    limit = _packet_limits.get(key)
+    if limit is None:
+        limit = _packet_limits[key] = int(execute.scalar(text("SELECT @@max_allowed_packet")))
+    for r in rows:
+        h = r["handler"]
+        # The driver escapes these characters with a backslash each; the rest of the
+        # statement fits in the margin.
+        size = len(h) + sum(h.count(c) for c in "\\'\"\n\r\x00\x1a") + _STATEMENT_MARGIN
+        if size > limit:
+            raise ValueError(
+                f"job is {_mib(len(h))} encoded, over this database's max_allowed_packet of {_mib(limit)}: "
+                "pass a reference to the data (a path, a row id) instead, or raise max_allowed_packet on the server"
+            )
+
+
+_STATEMENT_MARGIN = 4096
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
 def _insert_rows(execute: Any, rows: list[dict], dialect: str) -> list[int]:
     """Insert ``rows`` in one statement; their ids in the order of ``rows``."""
+    if dialect in ("mysql", "mariadb"):
+        _check_packet(execute, rows)
     stmt = insert(delayed_jobs)
     if len(rows) == 1:
         return [execute.scalar(stmt.returning(delayed_jobs.c.id), rows[0])]

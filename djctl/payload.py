@@ -25,6 +25,9 @@ from decimal import Decimal
 from typing import Any
 
 TAG = "__djctl__"
+MAX_DEPTH = 100
+"""How deeply a job's arguments may nest (lists, dicts, tuples, sets, objects): deep
+enough for any real data, shallow enough that every worker decodes what was accepted."""
 _PLAIN = (str, int, bool)  # exactly these types: subclasses (enums) are tagged
 
 
@@ -103,12 +106,18 @@ def _is_orm(obj: Any) -> bool:
     return hasattr(type(obj), "__mapper__") and hasattr(obj, "_sa_instance_state")
 
 
-def encode_value(value: Any, where: str = "argument") -> Any:
-    """``value`` as JSON-ready data, losslessly; TypeError naming ``where`` if it cannot be stored."""
+def encode_value(value: Any, where: str = "argument", depth: int = 0) -> Any:
+    """``value`` as JSON-ready data, losslessly; TypeError naming ``where`` if it cannot be
+    stored, ValueError if it nests more than :data:`MAX_DEPTH` levels deep."""
     if value is None or isinstance(value, (bool, str)):
         return value
+    if depth >= MAX_DEPTH:
+        # Checked here rather than caught as RecursionError: the limit must leave the
+        # worker's decoder (JSON, then these tags) room to spare, and name the argument.
+        raise ValueError(f"{where}: nested more than {MAX_DEPTH} levels deep; djctl stores at most {MAX_DEPTH}")
+    d = depth + 1
     if isinstance(value, enum.Enum):
-        return {TAG: "enum", "cls": name_of(type(value)), "v": encode_value(value.value, where)}
+        return {TAG: "enum", "cls": name_of(type(value)), "v": encode_value(value.value, where, d)}
     if isinstance(value, int):
         return value
     if isinstance(value, float):
@@ -116,9 +125,9 @@ def encode_value(value: Any, where: str = "argument") -> Any:
             raise TypeError(f"{where}: {value!r} cannot be stored in a job (not a finite number)")
         return value
     if isinstance(value, list):
-        return [encode_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [encode_value(v, f"{where}[{i}]", d) for i, v in enumerate(value)]
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return {TAG: "tuple", "v": [encode_value(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        return {TAG: "tuple", "v": [encode_value(v, f"{where}[{i}]", d) for i, v in enumerate(value)]}
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -127,11 +136,11 @@ def encode_value(value: Any, where: str = "argument") -> Any:
             if k == TAG:
                 raise TypeError(f"{where}: the key {TAG!r} is reserved by djctl")
             # Plain values as they are, without building the path an error would name.
-            out[k] = v if v is None or type(v) in _PLAIN else encode_value(v, f"{where}[{k!r}]")
+            out[k] = v if v is None or type(v) in _PLAIN else encode_value(v, f"{where}[{k!r}]", d)
         return out
     if isinstance(value, (set, frozenset)):
         kind = "set" if isinstance(value, set) else "frozenset"
-        items = [encode_value(v, f"{where}{{}}") for v in value]
+        items = [encode_value(v, f"{where}{{}}", d) for v in value]
         return {TAG: kind, "v": sorted(items, key=lambda x: json.dumps(x, sort_keys=True))}
     if isinstance(value, dt.datetime):
         return {TAG: "datetime", "v": value.isoformat()}
@@ -151,9 +160,9 @@ def encode_value(value: Any, where: str = "argument") -> Any:
         return _encode_orm(value, where)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         state = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return {TAG: "obj", "cls": name_of(type(value)), "state": encode_value(state, where)}
+        return {TAG: "obj", "cls": name_of(type(value)), "state": encode_value(state, where, d)}
     if hasattr(value, "__dict__") and not callable(value) and type(value).__module__ != "builtins":
-        return {TAG: "obj", "cls": name_of(type(value)), "state": encode_value(vars(value), where)}
+        return {TAG: "obj", "cls": name_of(type(value)), "state": encode_value(vars(value), where, d)}
     raise TypeError(
         f"{where}: a {type(value).__name__} cannot be stored in a job; "
         "pass JSON data, datetimes, UUIDs, Decimals, enums, dataclasses or database objects"

@@ -86,5 +86,7 @@ class Group(click.Group):
             return super().invoke(ctx)
         except DBAPIError as e:
             raise Failure(f"database error: {_first_line(e)}") from None
+        except store.DatabaseFileError as e:
+            raise Failure(str(e)) from None
         except click.UsageError as e:
             raise _one_line(e) from None

@@ -10,6 +10,7 @@ command started stops with it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shlex
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from djctl.daemon.manager import SpawnRequest
+from djctl.worker import descendants
 
 PR_SET_PDEATHSIG = 1
 EVENT_FD_VAR = "DJCTL_EVENT_FD"
@@ -79,6 +81,13 @@ class ChildProcess:
         it); a child already gone is not an error."""
         if self.returncode is not None:
             return
+        if sig == signal.SIGKILL:
+            # A job's children may have left the group (a new session, a double fork);
+            # the executor keeps them in its tree (djctl.worker.descendants), so the tree
+            # goes first, the group stopped meanwhile so that nothing in it forks.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGSTOP)
+            descendants.kill_descendants(self.pid)
         try:
             os.killpg(self.pid, sig)
         except ProcessLookupError:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 def bell_dir(key: str) -> Path:
     """The owner-only directory holding the bells for the database ``key``."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"djctl-{os.getuid()}")
-    path = Path(base) / "djctl-bells" / key
+    path = _bells_dir(key)
+    base = path.parent.parent
     try:
         Path(base).mkdir(mode=0o700, parents=True, exist_ok=True)
         # Level by level: mkdir(parents=True) would give djctl-bells the umask's mode.
@@ -62,6 +62,33 @@ class Doorbell:
             self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+def listeners(key: str) -> list[int]:
+    """The pids of the other live processes with a bell for the database ``key`` on this
+    host: its running workers (each rings while it lives; a dead one's bell is stale)."""
+    try:
+        names = os.listdir(_bells_dir(key))
+    except OSError:
+        return []
+    pids = []
+    for name in names:
+        stem = name.removesuffix(".sock")
+        if stem == name or not stem.isdigit() or int(stem) == os.getpid():
+            continue
+        try:
+            os.kill(int(stem), 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        pids.append(int(stem))
+    return sorted(pids)
+
+
+def _bells_dir(key: str) -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"djctl-{os.getuid()}")
+    return Path(base) / "djctl-bells" / key
 
 
 @functools.lru_cache(maxsize=8)

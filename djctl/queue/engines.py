@@ -1,15 +1,24 @@
-"""Engines per dialect: URL normalisation, SQLite pragmas and immediate transactions, pools."""
+"""Engines per dialect: URL normalisation, SQLite pragmas and immediate transactions, pools.
+
+An engine creates its SQLite file on its first connection, and never again: a file
+deleted (or replaced) under a running djctl must not be silently recreated empty, for
+its jobs would never run. Each pooled connection remembers which file it opened (device
+and inode) and is not used once the path names another file or none. Before a process's
+first use, :func:`refuse_lost_file` refuses to create a file that running workers lost.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
+import urllib.parse
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from djctl.config import ConfigError
 
@@ -51,9 +60,74 @@ def url_key(url: URL) -> str:
     return hashlib.sha1(ident.encode()).hexdigest()[:12]
 
 
-def _sqlite_events(engine: Engine) -> None:
+class DatabaseFileError(ConfigError):
+    """A SQLite file djctl will not create or keep using: it was deleted or replaced
+    under running workers."""
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The absolute path of a SQLite database; None for the other databases."""
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return Path(os.path.abspath(url.database))
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path`` now; None if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def refuse_lost_file(url: URL, live_workers: list[int]) -> None:
+    """Raise :class:`DatabaseFileError` if the SQLite file of ``url`` is missing while
+    ``live_workers`` (pids of workers of that path on this host) run: the file was deleted
+    or moved under them, and an empty new one would take jobs no worker runs. Otherwise
+    the engine's first connection creates a missing file."""
+    path = sqlite_path(url)
+    if path is None or path.exists() or not live_workers:
+        return
+    raise DatabaseFileError(
+        f"SQLite database {path} does not exist, but workers of that path are running "
+        f"(pids {', '.join(map(str, live_workers))}) on a file deleted or moved under them: "
+        "put the file back, or restart them (`djctl restart`); they create it anew"
+    )
+
+
+def _open_sqlite(path: Path):
+    """The engine's connect function: its first connection may create the file; once it
+    has opened one, it never creates another (that one was deleted or moved)."""
+    opened = False
+
+    def connect() -> sqlite3.Connection:
+        nonlocal opened
+        if opened and not path.exists():
+            # Said here, for sqlite3's own "unable to open database file" names nothing.
+            raise sqlite3.OperationalError(
+                f"SQLite database {path} no longer exists (deleted or moved while djctl had it open): "
+                "restore it, or run `djctl db upgrade` to create an empty one")
+        uri = f"file:{urllib.parse.quote(str(path))}?mode={'rw' if opened else 'rwc'}"
+        conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        opened = True
+        return conn
+
+    return connect
+
+
+def _sqlite_events(engine: Engine, path: Path | None) -> None:
+    if path is not None:
+        @event.listens_for(engine, "checkout")
+        def on_checkout(_dbapi_conn, record, _proxy) -> None:
+            if record.info.get("djctl_file") != file_identity(path):
+                # The pool reconnects: to the file now at the path, or fails saying it is gone.
+                raise DisconnectionError(f"SQLite database {path} was deleted or replaced")
+
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_conn, _record) -> None:
+    def on_connect(dbapi_conn, record) -> None:
+        if path is not None:
+            record.info["djctl_file"] = file_identity(path)
         # The driver's own transaction handling is replaced by explicit BEGINs below.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -78,8 +152,12 @@ def make_engine(url: str | URL, pool_size: int = 5) -> Engine:
     parsed = normalize_url(url) if isinstance(url, str) else url
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
-        _sqlite_events(engine)
+        path = sqlite_path(parsed)
+        if path is None:
+            engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        else:
+            engine = create_engine(parsed, creator=_open_sqlite(path))
+        _sqlite_events(engine, path)
         return engine
     kwargs: dict = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
     if backend in ("mysql", "mariadb"):

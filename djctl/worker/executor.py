@@ -9,14 +9,20 @@ and then, if it still does not return, SIGKILL from the parent — which is how 
 job blocked in C code or a system call is stopped. SIGUSR1 asks the child to exit after
 the current job; so do SIGTERM and SIGINT, which reach it when a whole process group is
 signalled (Ctrl-C, systemd): the job in hand is never interrupted by them.
+
+Whatever a job leaves behind goes with it: the child is the subreaper of every process a
+job starts (descendants.py), kills them all after each job and is killed with them; and
+it puts back its stdin, stdout and stderr after each job, for a job may close them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import signal
+import sys
 import traceback
 from collections.abc import Sequence
 from datetime import timedelta
@@ -26,6 +32,7 @@ from typing import Any
 from djctl import api, clock, config, payload
 from djctl.handlers import LoadedJob, default_backoff, load
 from djctl.queue import engines as store
+from djctl.worker import descendants
 from djctl.worker.journal import Journal
 from djctl.worker.messages import Job, Reply, Result, Skipped, Started, decode_job, decode_reply
 
@@ -117,21 +124,54 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
     store.dispose_inherited()
     decoder = payload.Decoder(payload.allowed_packages(), load_orm=api.load_orm)
     revoked: set[int] = set()
+    std = _StdStreams()
     with os.fdopen(read_fd, "rb", buffering=1 << 16) as incoming:
         for line in incoming:
-            if _stopping:
-                break
+            if _stopping or not line.endswith(b"\n"):
+                break  # a line cut short: the worker closed the pipe mid-way, stopping
             msg = decode_job(line)
             if msg.id in _revoked(revoke_fd, revoked):
                 _write(write_fd, Skipped(msg.id).encode().encode())
                 continue
-            _run_one(msg, decoder, journal, write_fd)
+            _run_one(msg, decoder, journal, write_fd, std)
             if _stopping:
                 break
     os._exit(0)
 
 
-def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: int) -> None:
+class _StdStreams:
+    """Copies of fds 0, 1 and 2 and of sys.stdout/sys.stderr, put back after each job."""
+
+    def __init__(self) -> None:
+        # os.dup's copies are not inherited: a job's subprocesses cannot hold them.
+        self.fds = [os.dup(fd) for fd in (0, 1, 2)]
+        self.stdout, self.stderr = sys.stdout, sys.stderr
+
+    def restore(self) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # closed, or its fd closed under it
+                stream.flush()
+        for fd, copy in enumerate(self.fds):
+            os.dup2(copy, fd)
+        sys.stdout = self.stdout if not self.stdout.closed else _reopen(1)
+        sys.stderr = self.stderr if not self.stderr.closed else _reopen(2)
+        self.stdout, self.stderr = sys.stdout, sys.stderr
+
+
+def _reopen(fd: int) -> Any:
+    return open(fd, "w", buffering=1, closefd=False, errors="backslashreplace")
+
+
+def _after_job(std: _StdStreams) -> None:
+    """Put back what a job may have taken: its leftover processes killed, the std fds restored."""
+    descendants.reap_children()
+    if descendants.children(os.getpid()):
+        descendants.kill_descendants(os.getpid(), reap=True)
+    std.restore()
+
+
+def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: int,
+             std: _StdStreams) -> None:
     """Load and perform one job, telling the parent as it starts and as it ends."""
     try:
         job = load(msg.handler, decoder)
@@ -151,6 +191,8 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: i
         _write(out, Result(msg.id, False, "attempts exhausted").encode().encode())
         return
     result = _outcome(job, msg)
+    # Before the result: once the worker reads it, nothing of this job may still run.
+    _after_job(std)
     if result.ok and journal is not None:
         journal.finished(msg.id)
     _write(out, result.encode().encode())
@@ -174,6 +216,7 @@ def spawn(settings: config.Settings | None = None, journal_file: Path | None = N
             for fd in (*close, to_child_w, from_child_r, revoke_w):
                 os.close(fd)
             os.set_blocking(revoke_r, False)
+            descendants.become_subreaper()
             if settings is not None:
                 # Its worker's allowed packages and database, not the process default.
                 config.set_current(settings)
@@ -192,6 +235,11 @@ class Child:
     def __init__(self, settings: config.Settings, journal_file: Path | None = None,
                  close: Sequence[int] = ()) -> None:
         self.pid, self.to_child, self.from_child, self.revoke_fd = spawn(settings, journal_file, close)
+        # Never blocking on the child: while it runs a job it reads nothing, and a worker
+        # stuck in write() could not stop that job at its max_run_time, renew or stop.
+        os.set_blocking(self.to_child, False)
+        self.outbox = bytearray()
+        """Jobs sent but not yet taken by the pipe; written by :meth:`flush`."""
         self.buffer = b""
         self.crashed = False
 
@@ -203,13 +251,27 @@ class Child:
             pass  # the child is gone; the job goes back with the rest
 
     def send(self, jobs: Sequence[Job]) -> None:
-        """Queue ``jobs`` in the child's pipe (blocks while the pipe is full)."""
-        view = memoryview("".join(j.encode() for j in jobs).encode())
+        """Queue ``jobs`` for the child without blocking: what its pipe cannot take now
+        waits in :attr:`outbox` until :meth:`flush` (call it when the pipe is writable)."""
+        self.outbox += "".join(j.encode() for j in jobs).encode()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write as much of :attr:`outbox` as the pipe takes now."""
         try:
-            while view:
-                view = view[os.write(self.to_child, view):]
-        except BrokenPipeError:
-            pass  # the child is gone: its EOF, read next, puts the job back
+            while self.outbox:
+                del self.outbox[:os.write(self.to_child, self.outbox)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.outbox.clear()  # the child is gone: its EOF, read next, puts the jobs back
+
+    def kill(self) -> None:
+        """SIGKILL the child and every process its jobs started, in whatever group or
+        session they went to; stopped first, so that none of them can fork meanwhile."""
+        self.signal(signal.SIGSTOP)
+        descendants.kill_descendants(self.pid)
+        self.signal(signal.SIGKILL)
 
     def read(self) -> list[Reply] | None:
         """Replies available now; None once the child has gone (EOF)."""
@@ -232,7 +294,9 @@ class Child:
             pass
 
     def close_input(self) -> None:
-        """No more jobs: the child ends after the ones already sent."""
+        """No more jobs: the child ends after the ones already in its pipe (the jobs
+        still in :attr:`outbox` are never sent; they go back as not started)."""
+        self.outbox.clear()
         try:
             os.close(self.to_child)
         except OSError:

@@ -115,7 +115,7 @@ class InFlight:
             self.child.signal(signal.SIGUSR2)
             running.deadline = self.clock() + self.kill_grace
             return
-        self.child.signal(signal.SIGKILL)
+        self.child.kill()
         self.child.reap()
         self.died(f"stopped after exceeding max_run_time ({self.max_run_time:g}s)", outcomes, pending)
 
@@ -155,7 +155,7 @@ class InFlight:
             wait = None if limit is None else max(0.0, limit - self.clock())
             ready, _, _ = select.select([child.from_child], [], [], wait)
             if not ready:
-                child.signal(signal.SIGKILL)
+                child.kill()
                 break
             replies = child.read()
             if replies is None:

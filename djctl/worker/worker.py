@@ -82,6 +82,7 @@ class _Pass:
     stopping_sent: bool = False
     stop_said: bool = False
     waker: Waker | None = None
+    file_gone: str | None = None  # why the worker stops: its SQLite file was deleted or replaced
 
 
 @dataclass
@@ -157,6 +158,8 @@ class Worker:
         self.name = identity.format(identity.hostname(), os.getpid())
         engine = api.engine(self.settings.database_url)
         self._url = store.normalize_url(self.settings.database_url)
+        self._sqlite = store.sqlite_path(self._url)
+        self._file = None if self._sqlite is None else store.file_identity(self._sqlite)
         self.rounds = Rounds(self.settings.database_url, Claims(engine.dialect.name, self.name, self.filter),
                              max_run_time=self.max_run_time, max_attempts=self.max_attempts,
                              destroy_failed=self.settings.destroy_failed_jobs)
@@ -187,12 +190,16 @@ class Worker:
             if p.announce:
                 self.log(f"*** Exiting job worker {self.name}")
             _flush()
+        if p.file_gone is not None:
+            raise store.DatabaseFileError(p.file_gone)
         return p.successes, p.failures
 
     def _step(self, p: _Pass) -> bool:
         """One turn: a database round when one is due, jobs to the executor, then wait for
         whatever comes first. False when the pass is over."""
         now = self.clock()
+        if now >= p.next_maintenance and p.file_gone is None:
+            self._check_file(p)
         if self._stop and self.inflight.child is not None and not p.stopping_sent:
             self.inflight.child.signal(signal.SIGUSR1)
             p.stopping_sent = True
@@ -219,6 +226,20 @@ class Worker:
                 return False
         self._wait(p)
         return True
+
+    def _check_file(self, p: _Pass) -> None:
+        """Stop if the SQLite file was deleted or replaced: its jobs are no longer the
+        ones enqueued, and a restart opens the file now at the path."""
+        if self._sqlite is None:
+            return
+        now_there = store.file_identity(self._sqlite)
+        if now_there == self._file:
+            return
+        what = "deleted" if now_there is None else "replaced by another file"
+        p.file_gone = (f"SQLite database {self._sqlite} was {what} while this worker used it; "
+                       "stopping, so that a restart opens the file now at that path")
+        self._say(p.file_gone)
+        self.stop()
 
     def _database(self, p: _Pass, now: float, want: bool) -> None:
         """One round; on a database error, back off and say so."""
@@ -323,11 +344,15 @@ class Worker:
             fds.append(child.from_child)
         if p.waker is not None and p.idle:
             fds.append(p.waker.fileno())
+        # A job too big for the pipe goes in pieces, as the executor takes them.
+        wfds = [child.to_child] if child is not None and child.outbox else []
         timeout = min(self._timeout(p), max(0.0, p.next_maintenance - self.clock()))
         try:
-            ready, _, _ = select.select(fds, [], [], timeout)
+            ready, writable, _ = select.select(fds, wfds, [], timeout)
         except InterruptedError:
-            ready = []
+            ready = writable = []
+        if writable and child is not None:
+            child.flush()
         if self._wake_r in ready:
             _drain_fd(self._wake_r)
         if p.waker is not None and p.waker.fileno() in ready:
