@@ -243,12 +243,19 @@ def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool
 @click.option("-d", "--process", "process", metavar="NAME", help="Restart this process (worker.1).")
 @click.pass_context
 def restart(ctx: click.Context, type_name: str | None, process: str | None) -> None:
-    """Restart processes one by one, gracefully: all of them, a type, or one."""
+    """Restart processes one by one, gracefully: all of them, a type, or one.
+
+    The Procfile is read again first: restarted processes run its commands as they are
+    now, types it adds start at their saved count and types it no longer names stop.
+    Settings (DJ_*, [tool.djctl]) are the supervisor's own: change those with down + up."""
     if type_name and process:
         raise cli.UsageFailure("give -p TYPE or -d NAME, not both")
     s, supervisor = _setup(ctx)
     target = type_name or process
-    names = _request(supervisor, "restart", target=target)["restarting"]
+    reply = _request(supervisor, "restart", target=target)
+    names = reply["restarting"]
+    for change in reply.get("procfile", []):
+        click.echo(f"Procfile: {change}")
     deadline = time.monotonic() + len(names) * (s.grace_period + _RESTART_MARGIN)
     finished = False
     while time.monotonic() < deadline:

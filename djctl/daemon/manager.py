@@ -152,6 +152,17 @@ class Manager:
                         self._retire(slot)
         return changed
 
+    def retype(self, types: Mapping[str, str]) -> None:
+        """Run the commands of ``types`` (a re-read Procfile) from now on: every process
+        started after this runs its type's new command. Processes of types ``types`` no
+        longer names are stopped gracefully; types it adds run 0 until scaled."""
+        self.types = dict(types)
+        self.formation = {name: self.formation.get(name, 0) for name in self.types}
+        for slot in list(self._slots.values()):
+            if slot.type not in self.types:
+                slot.wanted = False
+                self._retire(slot)
+
     def restart(self, target: str | None = None) -> list[str]:
         """Queue a graceful restart, one process at a time, of every process (None), of a
         type (``worker``) or of one process (``worker.1``); returns the names queued.

@@ -78,6 +78,15 @@ def restart_message(target: str | None, finished: bool = True) -> str:
     return f"Restarting {what}... {end}"
 
 
+def procfile_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """What a re-read Procfile changed: ``added mail``, ``removed clock``,
+    ``worker now runs `djctl work -q a` `` (nothing changed: [])."""
+    changes = [f"added {name}" for name in new if name not in old]
+    changes += [f"removed {name}" for name in old if name not in new]
+    changes += [f"{name} now runs `{new[name]}`" for name in new if name in old and old[name] != new[name]]
+    return changes
+
+
 def ago(seconds: float) -> str:
     """Heroku's rough age: ``~ 20s``, ``~ 3m``, ``~ 2h``, ``~ 4d``."""
     seconds = max(0, int(seconds))

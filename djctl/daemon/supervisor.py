@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
-from djctl.daemon.formation import FormationStore, ScaleError, format_formation, parse_scale
+from djctl.daemon.formation import (FormationStore, ProcfileError, ScaleError, StateFileError, format_formation,
+                                   load_process_types, parse_scale)
 from djctl.daemon.logs import SUPERVISOR
 from djctl.daemon.printer import Printer
 from djctl.daemon.systemd.notify import Notifier, start_watchdog
@@ -73,7 +74,9 @@ class Supervisor:
         self.registry = registry
         self.notifier = notifier
         self.manager = Manager(plan.types, self._spawn, printer.event, plan.policy)
-        self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, list(plan.types),
+        # Grows when a restart re-reads the Procfile: a type keeps its index (its PORT).
+        self._type_names = list(plan.types)
+        self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, self._type_names,
                                    umask=plan.umask)
         self._children: dict[int, ChildProcess] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
@@ -333,7 +336,7 @@ class Supervisor:
         return {
             "processes": [p.as_dict() for p in self.manager.processes()],
             "formation": dict(self.manager.formation),
-            "types": dict(self.plan.types),
+            "types": dict(self.manager.types),
             "restarting": self.manager.restarting,
             "supervisor": {"pid": os.getpid(), "host": self.plan.host, "stopping": self.manager.stopping},
         }
@@ -347,7 +350,7 @@ class Supervisor:
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise ControlError('scale takes "args": ["worker=2", ...] or "formation": {...}', usage=True)
         try:
-            formation = parse_scale(args, self.manager.formation, list(self.plan.types))
+            formation = parse_scale(args, self.manager.formation, list(self.manager.types))
         except ScaleError as e:
             raise ControlError(str(e), usage=True) from None
         try:
@@ -364,11 +367,40 @@ class Supervisor:
             raise ControlError('restart takes "target": a type, a process name or null', usage=True)
         if self.manager.stopping:
             raise ControlError("the supervisor is stopping")
+        old = dict(self.manager.types)
+        changes = self._reread_procfile()
+        added = {name: count for name, count in self._saved().items() if name in self.manager.types
+                 and name not in old and count > 0}
         try:
             names = self.manager.restart(target)
         except ValueError as e:
-            raise ControlError(str(e), usage=True) from None
-        return {"restarting": names}
+            if target not in added:
+                raise ControlError(str(e), usage=True) from None
+            names = []
+        if added:
+            # Started after the restart is queued, so that they do not start twice.
+            self.manager.scale({**self.manager.formation, **added})
+        return {"restarting": names, "procfile": changes}
+
+    def _reread_procfile(self) -> list[str]:
+        """Take up the Procfile as it is now, so that restarted processes run its commands;
+        returns what changed, in words (nothing: [])."""
+        try:
+            types = load_process_types(self.plan.cwd)
+        except ProcfileError as e:
+            raise ControlError(f"{e}; nothing restarted") from None
+        changes = render.procfile_changes(self.manager.types, types)
+        if changes:
+            self.manager.retype(types)
+            self._type_names.extend(name for name in types if name not in self._type_names)
+            self.printer.event(SUPERVISOR, "Procfile re-read: " + "; ".join(changes))
+        return changes
+
+    def _saved(self) -> dict[str, int]:
+        try:
+            return self.store.load() or {}
+        except StateFileError:
+            return {}
 
     def _stop_request(self, _request: dict) -> dict:
         self._stop("djctl down")

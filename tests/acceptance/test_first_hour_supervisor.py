@@ -1,0 +1,48 @@
+"""Issue 12, the supervisor's part of a newcomer's first hour: what ``restart``, ``up``,
+``ps`` and ``down`` tell a user, with real processes on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.test_supervisor_helpers import App, heavy
+
+
+def says(word: str) -> str:
+    """A Procfile command that prints ``word`` and then waits to be stopped."""
+    return f"{sys.executable} -c \"import time; print('{word}', flush=True); time.sleep(600)\""
+
+
+@pytest.fixture
+def app(db_kind, request, tmp_path):
+    heavy(db_kind)
+    a = App(tmp_path / "app", request.getfixturevalue("djctl_env"), request.getfixturevalue("db_url"))
+    yield a
+    a.kill_everything()
+
+
+def test_restart_runs_the_commands_the_procfile_names_now(app):
+    """Point 6: restart re-reads the Procfile; a changed command takes effect, a new type
+    is known (and can be scaled), a removed one stops."""
+    (app.dir / "Procfile").write_text(f"worker: {says('old-worker')}\nclock: {says('clock')}\n")
+    app.run("up", "--formation", "worker=1 clock=1")
+    wait_for(lambda: app.log_has(r"app\[worker\.1\]: old-worker"), message="the old command's output")
+    wait_for(lambda: app.log_has(r"app\[clock\.1\]: clock"), message="the clock's output")
+
+    (app.dir / "Procfile").write_text(f"worker: {says('new-worker')}\nmail: {says('mail')}\n")
+    out = app.cli("restart").stdout.splitlines()
+    assert out == ["Procfile: added mail", "Procfile: removed clock",
+                   f"Procfile: worker now runs `{says('new-worker')}`",
+                   "Restarting all processes... done"]
+    wait_for(lambda: app.log_has(r"app\[worker\.1\]: new-worker"), message="the new command's output")
+    wait_for(lambda: not [p for p in app.ps() if p["type"] == "clock"], message="the clock stopped")
+    assert app.cli("scale", "mail=1").returncode == 0
+    wait_for(lambda: app.log_has(r"app\[mail\.1\]: mail"), message="the new type's output")
+    assert app.cli("ps").stdout.startswith(f"=== worker: {says('new-worker')} (1)")
+
+    # An unchanged Procfile: nothing to say about it.
+    assert app.cli("restart", "-p", "worker").stdout.splitlines() == ["Restarting worker processes... done"]
+    app.cli("down")
