@@ -127,6 +127,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
         if foreground:
             def started(processes: list[ProcessInfo]) -> None:
                 click.echo(render.started(os.getpid(), formation))
+                _warn_if_empty(supervisor, formation)
             run_supervisor(plan, lambda _pid: None, started, echo=sys.stdout)
             return
         pid, processes = start_daemon(plan)
@@ -138,9 +139,21 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
     except KeyboardInterrupt:
         raise cli.Failure("interrupted; the supervisor may still be starting (see djctl ps)") from None
     click.echo(render.started(pid, formation))
+    _warn_if_empty(supervisor, formation)
     for p in processes:
         if p.state is State.CRASHED:
             click.echo(f"{p.name} crashed; see djctl logs -p {p.name}", err=True)
+
+
+def _warn_if_empty(supervisor: SupervisorClient, formation: dict[str, int]) -> None:
+    if any(formation.values()):
+        return
+    try:
+        saved = FormationStore(supervisor.formation_path).load() or {}
+    except StateFileError:
+        saved = {}
+    elsewhere = {name: count for name, count in saved.items() if name not in formation}
+    click.echo(f"djctl: {render.nothing_to_run(formation, elsewhere)}", err=True)
 
 
 @click.command()
@@ -205,7 +218,7 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
     except ScaleError as e:
         raise cli.UsageFailure(str(e)) from None
     _setup(ctx, create=True)
-    FormationStore(supervisor.formation_path).save(formation)
+    FormationStore(supervisor.formation_path).update(formation)
     click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")
 
 

@@ -169,6 +169,17 @@ def started(pid: int, formation: Mapping[str, int]) -> str:
     return f"Starting djctl supervisor... done (pid {pid}), running {format_formation(formation) or 'nothing'}"
 
 
+def nothing_to_run(formation: Mapping[str, int], elsewhere: Mapping[str, int]) -> str:
+    """The warning of an ``up`` that starts no process: what runs, the saved counts of
+    types the Procfile no longer names, and how to start one."""
+    first = next(iter(formation), "worker")
+    line = f"warning: running no processes ({format_formation(formation) or 'no types'})"
+    kept = {name: count for name, count in elsewhere.items() if count > 0}
+    if kept:
+        line += f"; the saved formation also has {format_formation(kept)}, not in the Procfile"
+    return line + f"; start some with djctl scale {first}=1"
+
+
 def not_running() -> str:
     return "djctl is not running; start it with djctl up"
 

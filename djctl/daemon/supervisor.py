@@ -354,7 +354,7 @@ class Supervisor:
         except ScaleError as e:
             raise ControlError(str(e), usage=True) from None
         try:
-            self.store.save(formation)
+            self.store.update(formation)
         except OSError as e:
             raise ControlError(f"cannot save the formation in {self.store.path}: {e.strerror}") from None
         self.printer.event(SUPERVISOR, f"Scaling to {format_formation(formation)}")

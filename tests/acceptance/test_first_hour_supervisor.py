@@ -46,3 +46,26 @@ def test_restart_runs_the_commands_the_procfile_names_now(app):
     # An unchanged Procfile: nothing to say about it.
     assert app.cli("restart", "-p", "worker").stdout.splitlines() == ["Restarting worker processes... done"]
     app.cli("down")
+
+
+def test_renaming_a_type_and_back_keeps_its_count_and_up_warns_when_nothing_runs(app):
+    """Point 5: worker -> Worker -> worker ends with worker=2 again, and the ``up`` that
+    runs nothing says so."""
+    (app.dir / "Procfile").write_text(f"worker: {says('w')}\n")
+    app.run("up", "--formation", "worker=2")
+    app.wait_up(2)
+    app.cli("down")
+
+    (app.dir / "Procfile").write_text(f"Worker: {says('w')}\n")
+    result = app.run("up")
+    assert result.stdout.strip().endswith("running Worker=0")
+    assert result.stderr.strip() == ("djctl: warning: running no processes (Worker=0); the saved formation "
+                                     "also has worker=2, not in the Procfile; start some with djctl scale Worker=1")
+    app.cli("down")
+
+    (app.dir / "Procfile").write_text(f"worker: {says('w')}\n")
+    result = app.run("up")
+    assert result.stdout.strip().endswith("running worker=2")
+    assert result.stderr == ""
+    app.wait_up(2)
+    app.cli("down")
