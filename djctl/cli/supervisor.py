@@ -35,6 +35,8 @@ from djctl.daemon.model import ProcessInfo, State
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
+# How many of its own lines `up` shows of a process that did not stay up.
+_LAST_LINES = 10
 # Per process, how long `restart` waits beyond the grace period before it stops watching.
 _RESTART_MARGIN = 30.0
 
@@ -140,9 +142,13 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
         raise cli.Failure("interrupted; the supervisor may still be starting (see djctl ps)") from None
     click.echo(render.started(pid, formation))
     _warn_if_empty(supervisor, formation)
-    for p in processes:
-        if p.state is State.CRASHED:
-            click.echo(f"{p.name} crashed; see djctl logs -p {p.name}", err=True)
+    crashed = [p.name for p in processes if p.state is State.CRASHED]
+    for name in crashed:
+        click.echo(f"{name} did not stay up; its last lines:", err=True)
+        for line in supervisor.tail(_LAST_LINES, LogFilter(proc=name, source="app")) or ["(nothing)"]:
+            click.echo(f"  {line}", err=True)
+    if crashed:
+        raise cli.Failure(render.crashed_at_once(crashed))
 
 
 def _warn_if_empty(supervisor: SupervisorClient, formation: dict[str, int]) -> None:

@@ -32,7 +32,8 @@ class Policy:
     One that exits unexpectedly after running ``stable_after`` seconds or more is
     restarted at once; one that exits sooner is restarted after ``backoff`` seconds,
     doubling with each quick exit in a row up to ``backoff_max``. A stopped process
-    gets ``grace_period`` seconds between SIGTERM and SIGKILL.
+    gets ``grace_period`` seconds between SIGTERM and SIGKILL. The formation is
+    ``steady`` once each process that is up has run ``up_check`` seconds.
     """
 
     stable_after: float = 10.0
@@ -40,6 +41,7 @@ class Policy:
     backoff_max: float = 60.0
     up_after: float = 5.0
     grace_period: float = 30.0
+    up_check: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -47,7 +49,7 @@ class Policy:
         ``DJ_GRACE_PERIOD`` reach it through :func:`djctl.config.load_settings`)."""
         return cls(stable_after=settings.restart_stable_after, backoff=settings.restart_backoff,
                    backoff_max=settings.restart_backoff_max, up_after=settings.up_after,
-                   grace_period=settings.grace_period)
+                   grace_period=settings.grace_period, up_check=settings.up_check)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait before restart number ``failures`` of a quick-crashing process."""
@@ -90,6 +92,7 @@ class _Slot:
     child: Child | None = None
     started: float = 0.0
     started_at: datetime | None = None
+    up_since: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
     kill_at: float = 0.0
@@ -242,6 +245,8 @@ class Manager:
         for slot in self._slots.values():
             if slot.state is State.STARTING:
                 due.append(slot.started + self.policy.up_after)
+            elif slot.state is State.UP and now - slot.up_since < self.policy.up_check:
+                due.append(slot.up_since + self.policy.up_check)
             elif slot.state is State.CRASHED and slot.wanted and not self.stopping:
                 due.append(slot.restart_at)
             elif slot.state is State.STOPPING and not slot.killed:
@@ -264,6 +269,17 @@ class Manager:
         wanted = sum(self.formation.values())
         slots = [s for s in self._slots.values() if s.wanted]
         return len(slots) == wanted and all(s.state in (State.UP, State.CRASHED) for s in slots)
+
+    @property
+    def steady(self) -> bool:
+        """True when the formation is settled and every process that is up has stayed up
+        ``policy.up_check`` seconds since it came up: what ``djctl up`` waits for, so that
+        a command that exits at once is reported as crashed, not as started."""
+        if not self.settled:
+            return False
+        now = self._clock()
+        return all(now - s.up_since >= self.policy.up_check
+                   for s in self._slots.values() if s.wanted and s.state is State.UP)
 
     @property
     def restarting(self) -> list[str]:
@@ -299,6 +315,9 @@ class Manager:
             slot.since = self._wall()
 
     def _up(self, slot: _Slot) -> None:
+        # A slow interpreter may print its usage error and exit well after its start:
+        # the check that it stays up counts from here.
+        slot.up_since = self._clock()
         self._set(slot, State.UP)
         slot.restarting = False
 

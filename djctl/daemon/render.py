@@ -180,6 +180,13 @@ def nothing_to_run(formation: Mapping[str, int], elsewhere: Mapping[str, int]) -
     return line + f"; start some with djctl scale {first}=1"
 
 
+def crashed_at_once(names: Sequence[str]) -> str:
+    """Why ``djctl up`` failed: processes that exited as soon as they started."""
+    which = ", ".join(names)
+    return (f"{which} exited soon after starting; fix the command in the Procfile, then djctl restart "
+            f"(the supervisor keeps retrying; djctl down stops it)")
+
+
 def not_running() -> str:
     return "djctl is not running; start it with djctl up"
 

@@ -92,8 +92,8 @@ class Supervisor:
     # -- entry point ---------------------------------------------------------------------
 
     def run(self, on_ready: Callable[[list[ProcessInfo]], None]) -> None:
-        """Start the formation, call ``on_ready`` once every process is up (or has
-        crashed), and return after a stop (SIGTERM, SIGINT, ``djctl down``) once every
+        """Start the formation, call ``on_ready`` once every process has stayed up
+        ``policy.up_check`` seconds (or has crashed), and return after a stop (SIGTERM, SIGINT, ``djctl down``) once every
         child has exited and its claims are released. Must run in the main thread."""
         previous = self._install_signals()
         heartbeat = server = watcher = None
@@ -161,7 +161,7 @@ class Supervisor:
             timeout = self.manager.tick()
             self._snapshot = tuple(self.manager.processes())
             self._alive_at = time.monotonic()
-            if not ready and self.manager.settled:
+            if not ready and self.manager.steady:
                 ready = True
                 on_ready(list(self._snapshot))
                 status = self._status()

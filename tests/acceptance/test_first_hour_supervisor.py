@@ -69,3 +69,19 @@ def test_renaming_a_type_and_back_keeps_its_count_and_up_warns_when_nothing_runs
     assert result.stderr == ""
     app.wait_up(2)
     app.cli("down")
+
+
+def test_up_fails_with_the_last_lines_of_a_process_that_exits_at_once(app):
+    """Point 7: a mistyped command (``djctl wrok``) makes ``up`` exit 1 with the
+    process's own words; a good one still says done."""
+    (app.dir / "Procfile").write_text(f"worker: {says('fine')}\nmail: djctl wrok\n")
+    result = app.run("up", "--formation", "worker=1 mail=1", ok=False)
+    assert result.returncode == 1, result.stderr
+    assert "running worker=1 mail=1" in result.stdout
+    err = result.stderr.splitlines()
+    assert err[0] == "mail.1 did not stay up; its last lines:"
+    assert any("No such command 'wrok'" in line and "app[mail.1]" in line for line in err[1:-1]), err
+    assert err[-1] == ("djctl: mail.1 exited soon after starting; fix the command in the Procfile, then "
+                       "djctl restart (the supervisor keeps retrying; djctl down stops it)")
+    assert not any("worker.1" in line for line in err)
+    app.cli("down")
