@@ -145,7 +145,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
     crashed = [p.name for p in processes if p.state is State.CRASHED]
     for name in crashed:
         click.echo(f"{name} did not stay up; its last lines:", err=True)
-        for line in supervisor.tail(_LAST_LINES, LogFilter(proc=name, source="app")) or ["(nothing)"]:
+        for line in supervisor.tail(_LAST_LINES, LogFilter(proc=name, source="app")) or ["(it wrote nothing)"]:
             click.echo(f"  {line}", err=True)
     if crashed:
         raise cli.Failure(render.crashed_at_once(crashed))
