@@ -136,7 +136,7 @@ def _refusal(outcome: admin.Outcome) -> str:
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Queue depth per queue and priority: ready, scheduled, running, failed."""
-    eng = connect(settings(ctx))
+    eng = connect(settings(ctx), create=False)
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = queue_depth(conn, api.utc_naive(api.now()))
     if as_json:

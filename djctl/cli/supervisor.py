@@ -79,11 +79,20 @@ def _running(supervisor: SupervisorClient) -> int | None:
         raise cli.Failure(str(e)) from None
 
 
+def _not_running(s: config.Settings) -> str:
+    """Not running here, and where on this host supervisors run instead."""
+    from djctl.daemon.locate import supervisors
+
+    command = click.get_current_context().info_name or "ps"
+    found = [(f.pid, str(f.cwd), f.same_database) for f in supervisors(s.database_url)]
+    return render.not_running_here(found, command)
+
+
 def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
     try:
         return supervisor.request(cmd, **args)
     except NotRunning:
-        raise cli.Failure(render.not_running()) from None
+        raise cli.Failure(_not_running(config.current())) from None
     except ControlError as e:
         raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
 
@@ -169,7 +178,8 @@ def down(ctx: click.Context) -> None:
     s, supervisor = _setup(ctx)
     pid = _running(supervisor)
     if pid is None:
-        click.echo("djctl is not running.")
+        found = _not_running(s)
+        click.echo("djctl is not running." if found == render.not_running() else found)
         return
     try:
         pid = supervisor.request("stop")["pid"]
@@ -240,7 +250,7 @@ def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool
     if all_hosts:
         from djctl.daemon.registry import list_processes
 
-        processes = [p for p in list_processes(cli.connect(s)) if type_name in (None, p.type)]
+        processes = [p for p in list_processes(cli.connect(s, create=False)) if type_name in (None, p.type)]
         if as_json:
             click.echo(render.ps_json(processes))
         else:

@@ -191,6 +191,21 @@ def not_running() -> str:
     return "djctl is not running; start it with djctl up"
 
 
+def not_running_here(elsewhere: Sequence[tuple[int, str, bool]], command: str) -> str:
+    """No supervisor here, but these (pid, directory, same database) run on this host:
+    where, and the ``djctl -C DIR`` that reaches them."""
+    same = [(pid, cwd) for pid, cwd, same_db in elsewhere if same_db]
+    if same:
+        where = ", ".join(f"{cwd} (pid {pid})" for pid, cwd in same)
+        return (f"djctl is not running here, but a supervisor for this database runs in {where}; "
+                f"use djctl -C {same[0][1]} {command}")
+    if not elsewhere:
+        return not_running()
+    where = ", ".join(f"{cwd} (pid {pid})" for pid, cwd, _ in elsewhere)
+    return (f"djctl is not running here; supervisors for other databases run in {where} "
+            f"(djctl -C DIR {command} reaches one); start one here with djctl up")
+
+
 def _index(p: ProcessInfo) -> int:
     _, _, n = p.name.rpartition(".")
     return int(n) if n.isdigit() else 0

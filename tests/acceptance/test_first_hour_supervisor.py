@@ -85,3 +85,50 @@ def test_up_fails_with_the_last_lines_of_a_process_that_exits_at_once(app):
                        "djctl restart (the supervisor keeps retrying; djctl down stops it)")
     assert not any("worker.1" in line for line in err)
     app.cli("down")
+
+
+def test_in_another_directory_ps_says_where_the_supervisor_runs_and_C_reaches_it(app, tmp_path):
+    """Point 8: ``cd elsewhere && djctl ps`` names the directory of the supervisor for
+    this database; ``djctl -C DIR`` works from anywhere."""
+    (app.dir / "Procfile").write_text(f"worker: {says('w')}\n")
+    app.run("up")
+    app.wait_up(1)
+    elsewhere = App(tmp_path / "elsewhere", app.env, app.db_url)
+    elsewhere.env.pop("DJ_STATE_DIR")  # the state dir of the directory djctl runs in
+
+    result = elsewhere.run("ps", ok=False)
+    assert result.returncode == 1
+    sup = app.supervisor_pid()
+    assert result.stderr.strip() == (f"djctl: djctl is not running here, but a supervisor for this database "
+                                     f"runs in {app.dir} (pid {sup}); use djctl -C {app.dir} ps")
+    assert elsewhere.run("down").stdout.strip().startswith("djctl is not running here, but a supervisor")
+    assert elsewhere.run("-C", str(app.dir), "ps").stdout.startswith(f"=== worker: {says('w')} (1)")
+
+    other_db = App(tmp_path / "other", {k: v for k, v in app.env.items() if k != "DJ_DATABASE_URL"}, app.db_url)
+    other_db.env.pop("DJ_STATE_DIR")
+    result = other_db.run("ps", ok=False)
+    assert result.stderr.strip() == (f"djctl: djctl is not running here; supervisors for other databases run in "
+                                     f"{app.dir} (pid {sup}) (djctl -C DIR ps reaches one); start one here with "
+                                     f"djctl up")
+    app.cli("down")
+    assert elsewhere.run("ps", ok=False).stderr.strip() == "djctl: djctl is not running; start it with djctl up"
+
+
+def test_C_needs_a_directory(app, tmp_path):
+    result = app.run("-C", str(tmp_path / "nosuch"), "ps", ok=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"djctl: Invalid value for '-C': Directory '{tmp_path / 'nosuch'}' does "
+                                     f"not exist. (see 'djctl --help')")
+
+
+def test_stats_in_an_empty_directory_creates_no_database(app, tmp_path):
+    """Point 8: a command that only reads says there is no database here."""
+    empty = App(tmp_path / "empty", {k: v for k, v in app.env.items() if k not in ("DJ_DATABASE_URL",
+                                                                                  "DATABASE_URL")}, app.db_url)
+    for args in (("stats",), ("ps", "--all-hosts")):
+        result = empty.run(*args, ok=False)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (f"djctl: no database here: {empty.dir}/delayed_jobs.sqlite3 does not exist; "
+                                         f"run djctl in your app's directory (or djctl -C DIR), or point at one "
+                                         f"with --database-url or DJ_DATABASE_URL")
+    assert list(empty.dir.iterdir()) == []
