@@ -78,6 +78,11 @@ _ENV = {
 }
 
 
+def environment_variables() -> tuple[str, ...]:
+    """Every environment variable djctl reads its settings from."""
+    return ("DJ_DATABASE_URL", "DATABASE_URL", *_ENV)
+
+
 def _coerce(name: str, value: Any, origin: str) -> Any:
     """Turn a raw value (a string from the environment, a TOML value) into the field's type."""
     default = getattr(Settings(), name)
