@@ -37,6 +37,10 @@ from djctl.daemon.model import ProcessInfo, State
 _DOWN_MARGIN = 30.0
 # How many of its own lines `up` shows of a process that did not stay up.
 _LAST_LINES = 10
+# How long `down` waits quietly before it says what the processes are finishing, and how
+# often it says it again.
+_DOWN_QUIET = 1.0
+_DOWN_EVERY = 5.0
 # Per process, how long `restart` waits beyond the grace period before it stops watching.
 _RESTART_MARGIN = 30.0
 
@@ -79,12 +83,15 @@ def _running(supervisor: SupervisorClient) -> int | None:
         raise cli.Failure(str(e)) from None
 
 
-def _not_running(s: config.Settings) -> str:
-    """Not running here, and where on this host supervisors run instead."""
+def _not_running(s: config.Settings, other_databases: bool = True) -> str:
+    """Not running here, and where on this host supervisors run instead (those for
+    other databases too, unless told not to: a SQLite file named relative to the app's
+    directory is another database in another directory)."""
     from djctl.daemon.locate import supervisors
 
     command = click.get_current_context().info_name or "ps"
-    found = [(f.pid, str(f.cwd), f.same_database) for f in supervisors(s.database_url)]
+    found = [(f.pid, str(f.cwd), f.same_database) for f in supervisors(s.database_url)
+             if other_databases or f.same_database]
     return render.not_running_here(found, command)
 
 
@@ -178,25 +185,60 @@ def down(ctx: click.Context) -> None:
     s, supervisor = _setup(ctx)
     pid = _running(supervisor)
     if pid is None:
-        found = _not_running(s)
+        found = _not_running(s, other_databases=False)
         click.echo("djctl is not running." if found == render.not_running() else found)
         return
+    grace = s.grace_period
     try:
-        pid = supervisor.request("stop")["pid"]
+        reply = supervisor.request("stop")
+        pid, grace = reply["pid"], reply.get("grace_period", grace)
     except NotRunning:
         if pid > 0:  # alive but without its socket: a signal asks the same
             os.kill(pid, signal.SIGTERM)
     except ControlError as e:
         raise cli.Failure(str(e)) from None
     click.echo(f"Stopping djctl supervisor (pid {pid})... ", nl=False)
-    deadline = time.monotonic() + s.grace_period + _DOWN_MARGIN
+    began = time.monotonic()
+    deadline = began + grace + _DOWN_MARGIN
+    next_word = began + _DOWN_QUIET
+    spoke = False
     # The pid file is let go just before the process ends: wait for both.
     while _running(supervisor) is not None or (pid > 0 and _alive(pid)):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             click.echo("still stopping")
             raise cli.Failure(f"the supervisor (pid {pid}) has not stopped yet; see djctl logs")
+        if now >= next_word:
+            lines = _finishing(s, supervisor, grace - (now - began))
+            if lines:
+                if not spoke:
+                    click.echo("")  # ends the "Stopping ..." line
+                for line in lines:
+                    click.echo(f"  {line}")
+                spoke = True
+            next_word = now + _DOWN_EVERY
         time.sleep(0.02)
     click.echo("done")
+
+
+def _finishing(s: config.Settings, supervisor: SupervisorClient, left: float) -> list[str]:
+    """One line per process still stopping: the job it is finishing and the grace left.
+    Best effort: a supervisor or database that does not answer leaves nothing to say."""
+    try:
+        reply = supervisor.request("ps", timeout=2.0)
+    except (NotRunning, ControlError, OSError, ValueError):
+        return []
+    stopping = [ProcessInfo.from_dict(p) for p in reply["processes"]]
+    stopping = [p for p in stopping if p.state is State.STOPPING and p.pid]
+    if not stopping:
+        return []
+    try:
+        from djctl.daemon.registry import jobs_in_hand
+
+        held = jobs_in_hand(cli.connect(s, create=False), reply["supervisor"]["host"], [p.pid for p in stopping])
+    except Exception:  # noqa: BLE001 - the names are a courtesy; the wait goes on without them
+        held = {}
+    return [render.finishing(p.name, held.get(p.pid, []), left) for p in stopping]
 
 
 def _alive(pid: int) -> bool:

@@ -93,6 +93,7 @@ class _Slot:
     started: float = 0.0
     started_at: datetime | None = None
     up_since: float = 0.0
+    bounced: bool = False
     failures: int = 0
     restart_at: float = 0.0
     kill_at: float = 0.0
@@ -214,6 +215,8 @@ class Manager:
                 self._set(slot, State.DOWN)
                 del self._slots[slot.name]
             return info
+        if slot.state is not State.UP or now - slot.up_since < self.policy.up_check:
+            slot.bounced = True
         quick = now - slot.started < self.policy.stable_after
         slot.failures = slot.failures + 1 if quick else 0
         delay = self.policy.delay(slot.failures)
@@ -272,14 +275,22 @@ class Manager:
 
     @property
     def steady(self) -> bool:
-        """True when the formation is settled and every process that is up has stayed up
-        ``policy.up_check`` seconds since it came up: what ``djctl up`` waits for, so that
-        a command that exits at once is reported as crashed, not as started."""
-        if not self.settled:
+        """True when every process of the formation has either stayed up
+        ``policy.up_check`` seconds since it came up or has exited sooner (see
+        :meth:`bounced`): what ``djctl up`` waits for, so that a command that exits at
+        once is reported as such, not as started."""
+        if self._queue or self._restarting is not None:
             return False
         now = self._clock()
-        return all(now - s.up_since >= self.policy.up_check
-                   for s in self._slots.values() if s.wanted and s.state is State.UP)
+        slots = [s for s in self._slots.values() if s.wanted]
+        return len(slots) == sum(self.formation.values()) and all(
+            s.bounced or (s.state is State.UP and now - s.up_since >= self.policy.up_check)
+            for s in slots)
+
+    def bounced(self) -> list[str]:
+        """The processes that have exited, since this supervisor started, before staying
+        up ``policy.up_check`` seconds, whatever their state now (a restart may be under way)."""
+        return [s.name for s in self._ordered() if s.wanted and s.bounced]
 
     @property
     def restarting(self) -> list[str]:

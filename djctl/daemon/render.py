@@ -87,6 +87,20 @@ def procfile_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str
     return changes
 
 
+def finishing(name: str, jobs: Sequence[tuple[int, str]], left: float) -> str:
+    """What ``djctl down`` says while ``name`` still runs: ``worker.1 is finishing job 7
+    (Mailer); up to 25s of the grace period left``."""
+    if jobs:
+        what = f"is finishing job {jobs[0][0]} ({jobs[0][1]})"
+        if len(jobs) > 1:
+            what += f" ({len(jobs) - 1} more claimed)"
+    else:
+        what = "is stopping"
+    if left > 0:
+        return f"{name} {what}; up to {left:.0f}s of the grace period left"
+    return f"{name} {what}; the grace period is over, killing it"
+
+
 def ago(seconds: float) -> str:
     """Heroku's rough age: ``~ 20s``, ``~ 3m``, ``~ 2h``, ``~ 4d``."""
     seconds = max(0, int(seconds))
@@ -191,6 +205,10 @@ def not_running() -> str:
     return "djctl is not running; start it with djctl up"
 
 
+# How many supervisors for other databases a "not running here" names.
+_SHOWN = 3
+
+
 def not_running_here(elsewhere: Sequence[tuple[int, str, bool]], command: str) -> str:
     """No supervisor here, but these (pid, directory, same database) run on this host:
     where, and the ``djctl -C DIR`` that reaches them."""
@@ -201,7 +219,9 @@ def not_running_here(elsewhere: Sequence[tuple[int, str, bool]], command: str) -
                 f"use djctl -C {same[0][1]} {command}")
     if not elsewhere:
         return not_running()
-    where = ", ".join(f"{cwd} (pid {pid})" for pid, cwd, _ in elsewhere)
+    where = ", ".join(f"{cwd} (pid {pid})" for pid, cwd, _ in elsewhere[:_SHOWN])
+    if len(elsewhere) > _SHOWN:
+        where += f" and {len(elsewhere) - _SHOWN} more"
     return (f"djctl is not running here; supervisors for other databases run in {where} "
             f"(djctl -C DIR {command} reaches one); start one here with djctl up")
 

@@ -9,6 +9,7 @@ function to run (:meth:`Supervisor.call`) and wait for its result.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import selectors
@@ -163,7 +164,10 @@ class Supervisor:
             self._alive_at = time.monotonic()
             if not ready and self.manager.steady:
                 ready = True
-                on_ready(list(self._snapshot))
+                # One restarted after a quick exit counts as crashed: up must not say it started.
+                quick = set(self.manager.bounced())
+                on_ready([dataclasses.replace(p, state=State.CRASHED) if p.name in quick else p
+                          for p in self._snapshot])
                 status = self._status()
                 self.notifier.ready(status)
             elif ready and self._status() != status:
@@ -404,7 +408,7 @@ class Supervisor:
 
     def _stop_request(self, _request: dict) -> dict:
         self._stop("djctl down")
-        return {"stopping": True, "pid": os.getpid()}
+        return {"stopping": True, "pid": os.getpid(), "grace_period": self.plan.policy.grace_period}
 
     def _on_code_change(self, paths: list[str]) -> None:
         shown = os.path.relpath(paths[0], self.plan.cwd) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")

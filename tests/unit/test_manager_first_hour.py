@@ -80,3 +80,29 @@ def test_retype_runs_new_commands_and_stops_types_no_longer_named():
     assert world.children[world.pid("worker.1")].request.command == "new"
     world.exit("clock.1", 0)
     assert [p.name for p in world.manager.processes()] == ["worker.1"]
+
+
+def test_a_process_restarted_after_a_quick_exit_still_counts_as_crashed():
+    world = World(policy=Policy(stable_after=10, backoff=0.1, backoff_max=1, up_after=5, grace_period=5,
+                                up_check=1.5))
+    world.manager.scale({"worker": 1})
+    world.manager.output(world.pid("worker.1"))
+    world.exit("worker.1", 2)
+    world.advance(0.2)  # restarted after its backoff, starting again
+    assert [p.state for p in world.manager.processes()] == [State.STARTING]
+    assert world.manager.steady
+    assert world.manager.bounced() == ["worker.1"]
+
+
+def test_a_slow_starter_that_exits_soon_after_its_first_line_bounced():
+    """Slower to start than ``stable_after``: restarted at once, never backed off, yet
+    it did not stay up."""
+    world = World(policy=Policy(stable_after=2, backoff=0.1, backoff_max=1, up_after=10, grace_period=5,
+                                up_check=1.5))
+    world.manager.scale({"worker": 1})
+    world.advance(3)
+    world.manager.output(world.pid("worker.1"))
+    world.advance(0.5)
+    world.exit("worker.1", 2)
+    assert [p.state for p in world.manager.processes()] == [State.STARTING]
+    assert world.manager.steady and world.manager.bounced() == ["worker.1"]
