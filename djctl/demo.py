@@ -7,7 +7,10 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable
+
+from sqlalchemy import Engine
 
 from djctl import api
 from djctl.enqueue import enqueue_many
@@ -101,3 +104,20 @@ def watch(echo: Callable[[str], None], timeout: float = 120.0) -> None:
         if not ready and not running:
             return
         time.sleep(1.0)
+
+
+def clean_up(engine: Engine, own: bool) -> str:
+    """Take away what the demo left: its own database file (``own``), else its sample
+    jobs from the database it was pointed at. Returns what was done, in one line."""
+    url = engine.url
+    engine.dispose()
+    if own and url.get_backend_name() == "sqlite" and url.database:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+        return f"Removed the demo's database {url.database}."
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        gone = conn.execute(text("DELETE FROM delayed_jobs WHERE handler LIKE :demo"),
+                            {"demo": f"%{__name__}:%"}).rowcount
+    return f"Deleted the {gone} sample jobs left in {url.render_as_string(hide_password=True)}."
