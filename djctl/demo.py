@@ -16,12 +16,19 @@ from djctl import api
 from djctl.enqueue import enqueue_many
 
 
+# The demo's jobs live on queues of their own, and its workers work only those: pointed
+# at an application's database, the demo neither runs nor fails the application's jobs.
+QUEUES = ("demo", "demo-mail")
+TYPES = {"worker": f"djctl work --queues {','.join(QUEUES)}"}
+
+
 @dataclass
 class ResizePhoto:
     """A quick job."""
 
     photo_id: int
     size: int = 640
+    queue_name = "demo"
 
     def perform(self) -> None:
         time.sleep(0.01)
@@ -33,7 +40,7 @@ class SendNewsletter:
 
     text: str
     emails: list[str]
-    queue_name = "mail"
+    queue_name = "demo-mail"
 
     def perform(self) -> None:
         time.sleep(0.05 * len(self.emails))
@@ -45,6 +52,7 @@ class ImportCsv:
 
     path: str
     max_attempts = 3
+    queue_name = "demo"
 
     def perform(self) -> None:
         raise FileNotFoundError(f"no such file: {self.path}")

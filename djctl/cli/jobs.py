@@ -214,7 +214,7 @@ def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> No
     click.echo(f"Enqueued {demo_module.enqueue_samples(count)} sample jobs into "
                f"{store.describe(store.normalize_url(s.database_url))} "
                "(some slow, some scheduled for later, some failing).")
-    ctx.invoke(daemon_commands.up, formation_args=(f"worker={workers}",), foreground=False, reload_=False)
+    daemon_commands.start(ctx, (f"worker={workers}",), types=dict(demo_module.TYPES))
     try:
         if sys.stdin.isatty() and sys.stdout.isatty():
             import threading

@@ -112,6 +112,12 @@ def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
 @click.pass_context
 def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
     """Start the supervisor and the formation; return once they are up."""
+    start(ctx, formation_args, foreground, reload_)
+
+
+def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool = False, reload_: bool = False,
+          types: dict[str, str] | None = None) -> None:
+    """``djctl up``, running ``types`` (default: the Procfile's) — the demo runs its own."""
     from djctl.daemon.launch import LaunchError, run_supervisor, start_daemon
     from djctl.daemon.supervisor import Plan
     from djctl.daemon.manager import Policy
@@ -119,7 +125,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
     s, supervisor = _setup(ctx, create=True)
     policy = Policy.from_settings(s)
     cwd = Path.cwd()
-    types = _types(cwd)
+    types = _types(cwd) if types is None else types
     pid = _running(supervisor)
     if pid is not None:
         if formation_args:
