@@ -5,16 +5,15 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import Engine
 
 from djctl import api
 from djctl.enqueue import enqueue_many
-
 
 # The demo's jobs live on queues of their own, and its workers work only those: pointed
 # at an application's database, the demo neither runs nor fails the application's jobs.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import ROOT, count, djctl_cmd
+from tests.conftest import ROOT, djctl_cmd
 
 
 def _in(directory: Path) -> list[psutil.Process]:

@@ -16,8 +16,8 @@ def test_every_dj_setting_missing_from_the_service_is_named() -> None:
     environ = {"DJ_APP": "photos", "DJ_DATABASE_URL": "postgresql://app@db/app", "DJ_GRACE_PERIOD": "5",
                "HOME": "/home/me"}
     assert environment_hints(None, environ) == [
-        "the service will not see DJ_DATABASE_URL, DJ_APP, DJ_GRACE_PERIOD from this shell; "
-        "put them in a file (chmod 600) and pass --env-file"]
+        ("the service will not see DJ_DATABASE_URL, DJ_APP, DJ_GRACE_PERIOD from this shell; "
+         "put them in a file (chmod 600) and pass --env-file")]
 
 
 def test_an_env_file_that_lacks_some_settings(tmp_path: Path) -> None:
@@ -25,8 +25,8 @@ def test_an_env_file_that_lacks_some_settings(tmp_path: Path) -> None:
     env_file.write_text("DJ_DATABASE_URL=postgresql://app@db/app\n")
     env_file.chmod(0o600)
     environ = {"DJ_APP": "photos", "DJ_DATABASE_URL": "postgresql://app@db/app"}
-    assert environment_hints(env_file, environ) == [f"the service will not see DJ_APP from this shell; "
-                                                    f"add it to {env_file}"]
+    assert environment_hints(env_file, environ) == [
+        f"the service will not see DJ_APP from this shell; add it to {env_file}"]
     env_file.write_text("DJ_DATABASE_URL=postgresql://app@db/app\nDJ_APP=photos\n")
     assert environment_hints(env_file, environ) == []
 
@@ -39,7 +39,7 @@ def test_the_command_line_flags_are_named_too(tmp_path: Path) -> None:
                                            "--working-directory", str(tmp_path)], env=env)
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
-        "djctl: note: the service will not see DJ_APP from this shell; put it in a file (chmod 600) and pass "
-        "--env-file",
-        "djctl: note: the service will not see --app, --database-url given here; set DJ_APP, DJ_DATABASE_URL "
-        "in the env file (--env-file)"]
+        ("djctl: note: the service will not see DJ_APP from this shell; put it in a file (chmod 600) and pass "
+         "--env-file"),
+        ("djctl: note: the service will not see --app, --database-url given here; set DJ_APP, DJ_DATABASE_URL "
+         "in the env file (--env-file)")]
