@@ -164,6 +164,11 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
         raise cli.Failure("interrupted; the supervisor may still be starting (see djctl ps)") from None
     click.echo(render.started(pid, formation))
     _warn_if_empty(supervisor, formation)
+    _fail_if_crashed(supervisor, processes)
+
+
+def _fail_if_crashed(supervisor: SupervisorClient, processes: list[ProcessInfo]) -> None:
+    """Each process that did not stay up, with its own last lines; then exit 1."""
     crashed = [p.name for p in processes if p.state is State.CRASHED]
     for name in crashed:
         click.echo(f"{name} did not stay up; its last lines:", err=True)
