@@ -45,6 +45,9 @@ class Settings:
     heartbeat_timeout: float = 60.0
     up_after: float = 5.0
     """Seconds after which a supervised process that has written nothing counts as up."""
+    up_check: float = 1.5
+    """Seconds each process must stay up before ``djctl up`` reports it started; one that
+    exits sooner makes ``up`` fail with its last lines."""
     restart_stable_after: float = 10.0
     """A process that ran this many seconds before crashing is restarted at once."""
     restart_backoff: float = 1.0
@@ -69,10 +72,16 @@ _ENV = {
     "DJ_HEARTBEAT_INTERVAL": "heartbeat_interval",
     "DJ_HEARTBEAT_TIMEOUT": "heartbeat_timeout",
     "DJ_UP_AFTER": "up_after",
+    "DJ_UP_CHECK": "up_check",
     "DJ_RESTART_STABLE_AFTER": "restart_stable_after",
     "DJ_RESTART_BACKOFF": "restart_backoff",
     "DJ_RESTART_BACKOFF_MAX": "restart_backoff_max",
 }
+
+
+def environment_variables() -> tuple[str, ...]:
+    """Every environment variable djctl reads its settings from."""
+    return ("DJ_DATABASE_URL", "DATABASE_URL", *_ENV)
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:

@@ -8,9 +8,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine
 
 from djctl import api
 from djctl.enqueue import enqueue_many
+
+# The demo's jobs live on queues of their own, and its workers work only those: pointed
+# at an application's database, the demo neither runs nor fails the application's jobs.
+QUEUES = ("demo", "demo-mail")
+TYPES = {"worker": f"djctl work --queues {','.join(QUEUES)}"}
 
 
 @dataclass
@@ -19,6 +27,7 @@ class ResizePhoto:
 
     photo_id: int
     size: int = 640
+    queue_name = "demo"
 
     def perform(self) -> None:
         time.sleep(0.01)
@@ -30,7 +39,7 @@ class SendNewsletter:
 
     text: str
     emails: list[str]
-    queue_name = "mail"
+    queue_name = "demo-mail"
 
     def perform(self) -> None:
         time.sleep(0.05 * len(self.emails))
@@ -42,6 +51,7 @@ class ImportCsv:
 
     path: str
     max_attempts = 3
+    queue_name = "demo"
 
     def perform(self) -> None:
         raise FileNotFoundError(f"no such file: {self.path}")
@@ -101,3 +111,20 @@ def watch(echo: Callable[[str], None], timeout: float = 120.0) -> None:
         if not ready and not running:
             return
         time.sleep(1.0)
+
+
+def clean_up(engine: Engine, own: bool) -> str:
+    """Take away what the demo left: its own database file (``own``), else its sample
+    jobs from the database it was pointed at. Returns what was done, in one line."""
+    url = engine.url
+    engine.dispose()
+    if own and url.get_backend_name() == "sqlite" and url.database:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+        return f"Removed the demo's database {url.database}."
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        gone = conn.execute(text("DELETE FROM delayed_jobs WHERE handler LIKE :demo"),
+                            {"demo": f"%{__name__}:%"}).rowcount
+    return f"Deleted the {gone} sample jobs left in {url.render_as_string(hide_password=True)}."

@@ -44,14 +44,28 @@ def settings(ctx: click.Context, **flags: Any) -> config.Settings:
     return s
 
 
-def connect(s: config.Settings):
-    """The engine, its schema current; a database that does not answer is one clear line."""
+def connect(s: config.Settings, create: bool = True):
+    """The engine, its schema current; a database that does not answer is one clear line.
+    Without ``create``, a SQLite file that does not exist is a failure (a command that
+    only reads must not leave an empty database behind in the wrong directory)."""
+    if not create:
+        _must_exist(s)
     try:
         eng = api.engine(s.database_url)
     except DBAPIError as e:
         url = store.describe(store.normalize_url(s.database_url))
         raise Failure(f"cannot connect to {url}: {_first_line(e)}") from None
     return eng
+
+
+def _must_exist(s: config.Settings) -> None:
+    url = store.normalize_url(s.database_url)
+    if url.get_backend_name() != "sqlite":
+        return
+    path = os.path.abspath(url.database)
+    if not os.path.exists(path):
+        raise Failure(f"no database here: {path} does not exist; run djctl in your app's directory "
+                      f"(or djctl -C DIR), or point at one with --database-url or DJ_DATABASE_URL")
 
 
 def import_app(s: config.Settings) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from djctl import api
 from djctl.cli.base import Failure, UsageFailure, _first_line, connect, import_app, settings
+from djctl.daemon.paths import ensure_private_dir
 from djctl.queue import admin, migrations
 from djctl.queue import engines as store
 from djctl.queue.stats import queue_depth, render_depth
@@ -136,7 +138,7 @@ def _refusal(outcome: admin.Outcome) -> str:
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Queue depth per queue and priority: ready, scheduled, running, failed."""
-    eng = connect(settings(ctx))
+    eng = connect(settings(ctx), create=False)
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = queue_depth(conn, api.utc_naive(api.now()))
     if as_json:
@@ -193,18 +195,27 @@ def _upgrade_script(database_url: str) -> str:
 @click.option("--keep-running", is_flag=True, help="Leave the supervisor running when the console closes.")
 @click.pass_context
 def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> None:
-    """The whole of djctl on the configured database (SQLite by default): sample jobs, a supervisor
-    with workers (djctl up), and the console (djctl top) open on them."""
+    """The whole of djctl on a database of its own (.djctl/demo/demo.sqlite3, removed at the
+    end; djctl --database-url URL demo uses URL and deletes its sample jobs from it): sample
+    jobs, a supervisor with workers (djctl up), and the console (djctl top) open on them."""
     from djctl import demo as demo_module
     from djctl.cli import supervisor as daemon_commands
 
-    app = ",".join(filter(None, [ctx.find_root().obj.get("app"), os.environ.get("DJ_APP"), "djctl.demo"]))
-    ctx.find_root().obj["app"] = app  # the supervisor's workers must be allowed to run the demo jobs
+    flags = ctx.find_root().obj
+    app = ",".join(filter(None, [flags.get("app"), os.environ.get("DJ_APP"), "djctl.demo"]))
+    flags["app"] = app  # the supervisor's workers must be allowed to run the demo jobs
+    own = not flags.get("database_url")
+    # A supervisor of its own too, beside (never instead of) the application's.
+    flags["state_dir"] = str(settings(ctx).state_dir / "demo")
+    if own:
+        flags["database_url"] = f"sqlite:///{Path(flags['state_dir']) / 'demo.sqlite3'}"
+    ensure_private_dir(Path(flags["state_dir"]))
     s = settings(ctx)
-    connect(s)
-    click.echo(f"Enqueued {demo_module.enqueue_samples(count)} sample jobs "
+    eng = connect(s)
+    click.echo(f"Enqueued {demo_module.enqueue_samples(count)} sample jobs into "
+               f"{store.describe(store.normalize_url(s.database_url))} "
                "(some slow, some scheduled for later, some failing).")
-    ctx.invoke(daemon_commands.up, formation_args=(f"worker={workers}",), foreground=False, reload_=False)
+    daemon_commands.start(ctx, (f"worker={workers}",), types=dict(demo_module.TYPES))
     try:
         if sys.stdin.isatty() and sys.stdout.isatty():
             import threading
@@ -222,9 +233,12 @@ def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> No
             demo_module.watch(click.echo)
     finally:
         if keep_running:
-            click.echo("The supervisor keeps running: djctl ps, djctl logs -t, djctl top; djctl down stops it.")
+            env = f"DJ_STATE_DIR={flags['state_dir']}"
+            click.echo(f"The demo's supervisor keeps running: {env} djctl ps (or logs -t, top); "
+                       f"{env} djctl down stops it.")
         else:
             ctx.invoke(daemon_commands.down)
+            click.echo(demo_module.clean_up(eng, own))
 
 
 @click.command()

@@ -33,6 +33,12 @@ from djctl.worker.identity import hostname, pid_alive
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
+# How many of its own lines `up` shows of a process that did not stay up.
+_LAST_LINES = 10
+# How long `down` waits quietly before it says what the processes are finishing, and how
+# often it says it again.
+_DOWN_QUIET = 1.0
+_DOWN_EVERY = 5.0
 # Per process, how long `restart` waits beyond the grace period before it stops watching.
 _RESTART_MARGIN = 30.0
 
@@ -75,11 +81,23 @@ def _running(supervisor: SupervisorClient) -> int | None:
         raise cli.Failure(str(e)) from None
 
 
+def _not_running(s: config.Settings, other_databases: bool = True) -> str:
+    """Not running here, and where on this host supervisors run instead (those for
+    other databases too, unless told not to: a SQLite file named relative to the app's
+    directory is another database in another directory)."""
+    from djctl.daemon.locate import supervisors
+
+    command = click.get_current_context().info_name or "ps"
+    found = [(f.pid, str(f.cwd), f.same_database) for f in supervisors(s.database_url)
+             if other_databases or f.same_database]
+    return render.not_running_here(found, command)
+
+
 def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
     try:
         return supervisor.request(cmd, **args)
     except NotRunning:
-        raise cli.Failure(render.not_running()) from None
+        raise cli.Failure(_not_running(config.current())) from None
     except ControlError as e:
         raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
 
@@ -92,6 +110,12 @@ def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
 @click.pass_context
 def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
     """Start the supervisor and the formation; return once they are up."""
+    start(ctx, formation_args, foreground, reload_)
+
+
+def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool = False, reload_: bool = False,
+          types: dict[str, str] | None = None) -> None:
+    """``djctl up``, running ``types`` (default: the Procfile's) — the demo runs its own."""
     from djctl.daemon.launch import LaunchError, run_supervisor, start_daemon
     from djctl.daemon.manager import Policy
     from djctl.daemon.supervisor import Plan
@@ -99,7 +123,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
     s, supervisor = _setup(ctx, create=True)
     policy = Policy.from_settings(s)
     cwd = Path.cwd()
-    types = _types(cwd)
+    types = _types(cwd) if types is None else types
     pid = _running(supervisor)
     if pid is not None:
         if formation_args:
@@ -125,6 +149,7 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
         if foreground:
             def started(processes: list[ProcessInfo]) -> None:
                 click.echo(render.started(os.getpid(), formation))
+                _warn_if_empty(supervisor, formation)
             run_supervisor(plan, lambda _pid: None, started, echo=sys.stdout)
             return
         pid, processes = start_daemon(plan)
@@ -136,9 +161,30 @@ def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, re
     except KeyboardInterrupt:
         raise cli.Failure("interrupted; the supervisor may still be starting (see djctl ps)") from None
     click.echo(render.started(pid, formation))
-    for p in processes:
-        if p.state is State.CRASHED:
-            click.echo(f"{p.name} crashed; see djctl logs -p {p.name}", err=True)
+    _warn_if_empty(supervisor, formation)
+    _fail_if_crashed(supervisor, processes)
+
+
+def _fail_if_crashed(supervisor: SupervisorClient, processes: list[ProcessInfo]) -> None:
+    """Each process that did not stay up, with its own last lines; then exit 1."""
+    crashed = [p.name for p in processes if p.state is State.CRASHED]
+    for name in crashed:
+        click.echo(f"{name} did not stay up; its last lines:", err=True)
+        for line in supervisor.tail(_LAST_LINES, LogFilter(proc=name, source="app")) or ["(it wrote nothing)"]:
+            click.echo(f"  {line}", err=True)
+    if crashed:
+        raise cli.Failure(render.crashed_at_once(crashed))
+
+
+def _warn_if_empty(supervisor: SupervisorClient, formation: dict[str, int]) -> None:
+    if any(formation.values()):
+        return
+    try:
+        saved = FormationStore(supervisor.formation_path).load() or {}
+    except StateFileError:
+        saved = {}
+    elsewhere = {name: count for name, count in saved.items() if name not in formation}
+    click.echo(f"djctl: {render.nothing_to_run(formation, elsewhere)}", err=True)
 
 
 @click.command()
@@ -148,24 +194,60 @@ def down(ctx: click.Context) -> None:
     s, supervisor = _setup(ctx)
     pid = _running(supervisor)
     if pid is None:
-        click.echo("djctl is not running.")
+        found = _not_running(s, other_databases=False)
+        click.echo("djctl is not running." if found == render.not_running() else found)
         return
+    grace = s.grace_period
     try:
-        pid = supervisor.request("stop")["pid"]
+        reply = supervisor.request("stop")
+        pid, grace = reply["pid"], reply.get("grace_period", grace)
     except NotRunning:
         if pid > 0:  # alive but without its socket: a signal asks the same
             os.kill(pid, signal.SIGTERM)
     except ControlError as e:
         raise cli.Failure(str(e)) from None
     click.echo(f"Stopping djctl supervisor (pid {pid})... ", nl=False)
-    deadline = time.monotonic() + s.grace_period + _DOWN_MARGIN
+    began = time.monotonic()
+    deadline = began + grace + _DOWN_MARGIN
+    next_word = began + _DOWN_QUIET
+    spoke = False
     # The pid file is let go just before the process ends: wait for both.
     while _running(supervisor) is not None or (pid > 0 and pid_alive(pid)):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             click.echo("still stopping")
             raise cli.Failure(f"the supervisor (pid {pid}) has not stopped yet; see djctl logs")
+        if now >= next_word:
+            lines = _finishing(s, supervisor, grace - (now - began))
+            if lines:
+                if not spoke:
+                    click.echo("")  # ends the "Stopping ..." line
+                for line in lines:
+                    click.echo(f"  {line}")
+                spoke = True
+            next_word = now + _DOWN_EVERY
         time.sleep(0.02)
     click.echo("done")
+
+
+def _finishing(s: config.Settings, supervisor: SupervisorClient, left: float) -> list[str]:
+    """One line per process still stopping: the job it is finishing and the grace left.
+    Best effort: a supervisor or database that does not answer leaves nothing to say."""
+    try:
+        reply = supervisor.request("ps", timeout=2.0)
+    except (NotRunning, ControlError, OSError, ValueError):
+        return []
+    stopping = [ProcessInfo.from_dict(p) for p in reply["processes"]]
+    stopping = [p for p in stopping if p.state is State.STOPPING and p.pid]
+    if not stopping:
+        return []
+    try:
+        from djctl.daemon.registry import jobs_in_hand
+
+        held = jobs_in_hand(cli.connect(s, create=False), reply["supervisor"]["host"], [p.pid for p in stopping])
+    except Exception:  # noqa: BLE001 - the names are a courtesy; the wait goes on without them
+        held = {}
+    return [render.finishing(p.name, held.get(p.pid, []), left) for p in stopping]
 
 
 @click.command()
@@ -194,7 +276,7 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
     except ScaleError as e:
         raise cli.UsageFailure(str(e)) from None
     _setup(ctx, create=True)
-    FormationStore(supervisor.formation_path).save(formation)
+    FormationStore(supervisor.formation_path).update(formation)
     click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")
 
 
@@ -210,7 +292,7 @@ def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool
     if all_hosts:
         from djctl.daemon.registry import list_processes
 
-        processes = [p for p in list_processes(cli.connect(s)) if type_name in (None, p.type)]
+        processes = [p for p in list_processes(cli.connect(s, create=False)) if type_name in (None, p.type)]
         if as_json:
             click.echo(render.ps_json(processes))
         else:
@@ -232,12 +314,19 @@ def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool
 @click.option("-d", "--process", "process", metavar="NAME", help="Restart this process (worker.1).")
 @click.pass_context
 def restart(ctx: click.Context, type_name: str | None, process: str | None) -> None:
-    """Restart processes one by one, gracefully: all of them, a type, or one."""
+    """Restart processes one by one, gracefully: all of them, a type, or one.
+
+    The Procfile is read again first: restarted processes run its commands as they are
+    now, types it adds start at their saved count and types it no longer names stop.
+    Settings (DJ_*, [tool.djctl]) are the supervisor's own: change those with down + up."""
     if type_name and process:
         raise cli.UsageFailure("give -p TYPE or -d NAME, not both")
     s, supervisor = _setup(ctx)
     target = type_name or process
-    names = _request(supervisor, "restart", target=target)["restarting"]
+    reply = _request(supervisor, "restart", target=target)
+    names = reply["restarting"]
+    for change in reply.get("procfile", []):
+        click.echo(f"Procfile: {change}")
     deadline = time.monotonic() + len(names) * (s.grace_period + _RESTART_MARGIN)
     finished = False
     while time.monotonic() < deadline:

@@ -23,9 +23,16 @@ def systemd() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the unit and the commands; write nothing.")
 @click.option("--working-directory", type=click.Path(path_type=Path), help="The application's directory.")
 @click.option("--env-file", type=click.Path(path_type=Path), help="An EnvironmentFile for the service.")
-def systemd_install(user_unit: bool, dry_run: bool, working_directory: Path | None, env_file: Path | None) -> None:
-    """Write the unit, reload systemd and enable it (or say what to run)."""
-    install_unit(user_unit, dry_run, working_directory, env_file, click.echo, _stderr)
+@click.pass_context
+def systemd_install(ctx: click.Context, user_unit: bool, dry_run: bool, working_directory: Path | None,
+                    env_file: Path | None) -> None:
+    """Write the unit, reload systemd and enable it (or say what to run).
+
+    The service sees neither this shell's environment nor this command line: a note names
+    every setting (DJ_*, DATABASE_URL, --app, --database-url) it would miss; put them in
+    a file (chmod 600) and pass --env-file."""
+    install_unit(user_unit, dry_run, working_directory, env_file, click.echo, _stderr,
+                 flags=ctx.find_root().obj or {})
 
 
 @systemd.command("uninstall")
@@ -39,7 +46,8 @@ def systemd_uninstall(user_unit: bool, dry_run: bool) -> None:
 def install_unit(user: bool, dry_run: bool, working_directory: Path | None, env_file: Path | None,
                  echo: Echo, note: Echo, *, unit_dir: Path | None = None,
                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 flags: Mapping[str, str | None] | None = None) -> None:
     """`djctl systemd install`: each line of the outcome to ``echo``, notes to ``note``.
     Raises UsageFailure (exit 2) for bad input, Failure (exit 1) when installing fails."""
     from djctl.daemon.systemd import install
@@ -51,7 +59,7 @@ def install_unit(user: bool, dry_run: bool, working_directory: Path | None, env_
         raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
     for line in lines:
         echo(line)
-    for hint in install.environment_hints(env_file, environ):
+    for hint in install.environment_hints(env_file, environ, flags):
         note(f"djctl: note: {hint}")
 
 

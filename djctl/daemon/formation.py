@@ -187,6 +187,19 @@ class FormationStore:
             raise
         _fsync_dir(directory)
 
+    def update(self, formation: Mapping[str, int]) -> dict[str, int]:
+        """Save ``formation`` (every type of the Procfile) like :meth:`save`, keeping the
+        saved counts of types it does not name: a type renamed in the Procfile and then
+        renamed back finds its count again. Returns what was saved. A saved file that
+        cannot be read is replaced by ``formation`` alone."""
+        try:
+            saved = self.load() or {}
+        except StateFileError:
+            saved = {}
+        merged = {**dict(formation), **{k: v for k, v in saved.items() if k not in formation}}
+        self.save(merged)
+        return merged
+
     def _corrupt(self, reason: str) -> StateFileError:
         return StateFileError(f"state file {self.path} is corrupt ({reason}); fix or delete it")
 

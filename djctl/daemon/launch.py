@@ -52,7 +52,7 @@ def run_supervisor(plan: Plan, on_started: Callable[[int], None], on_ready: Read
         log = LogWriter(plan.paths.log, s.log_max_bytes, s.log_backups)
         events = LogWriter(plan.paths.events, s.log_max_bytes, s.log_backups)
         store = FormationStore(plan.paths.formation)
-        store.save(plan.formation)
+        store.update(plan.formation)
         registry = Registry(api.engine(s.database_url), plan.host, os.getpid(), s.max_attempts)
         Supervisor(plan, Printer(log, echo, events), store, registry, notifier).run(on_ready)
     finally:

@@ -33,7 +33,8 @@ class Policy:
     One that exits unexpectedly after running ``stable_after`` seconds or more is
     restarted at once; one that exits sooner is restarted after ``backoff`` seconds,
     doubling with each quick exit in a row up to ``backoff_max``. A stopped process
-    gets ``grace_period`` seconds between SIGTERM and SIGKILL.
+    gets ``grace_period`` seconds between SIGTERM and SIGKILL. The formation is
+    ``steady`` once each process that is up has run ``up_check`` seconds.
     """
 
     stable_after: float = 10.0
@@ -41,6 +42,7 @@ class Policy:
     backoff_max: float = 60.0
     up_after: float = 5.0
     grace_period: float = 30.0
+    up_check: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -48,7 +50,7 @@ class Policy:
         ``DJ_GRACE_PERIOD`` reach it through :func:`djctl.config.load_settings`)."""
         return cls(stable_after=settings.restart_stable_after, backoff=settings.restart_backoff,
                    backoff_max=settings.restart_backoff_max, up_after=settings.up_after,
-                   grace_period=settings.grace_period)
+                   grace_period=settings.grace_period, up_check=settings.up_check)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait before restart number ``failures`` of a quick-crashing process."""
@@ -91,6 +93,8 @@ class _Slot:
     child: Child | None = None
     started: float = 0.0
     started_at: datetime | None = None
+    up_since: float = 0.0
+    bounced: bool = False
     failures: int = 0
     restart_at: float = 0.0
     kill_at: float = 0.0
@@ -153,6 +157,17 @@ class Manager:
                         self._retire(slot)
         return changed
 
+    def retype(self, types: Mapping[str, str]) -> None:
+        """Run the commands of ``types`` (a re-read Procfile) from now on: every process
+        started after this runs its type's new command. Processes of types ``types`` no
+        longer names are stopped gracefully; types it adds run 0 until scaled."""
+        self.types = dict(types)
+        self.formation = {name: self.formation.get(name, 0) for name in self.types}
+        for slot in list(self._slots.values()):
+            if slot.type not in self.types:
+                slot.wanted = False
+                self._retire(slot)
+
     def restart(self, target: str | None = None) -> list[str]:
         """Queue a graceful restart, one process at a time, of every process (None), of a
         type (``worker``) or of one process (``worker.1``); returns the names queued.
@@ -201,6 +216,8 @@ class Manager:
                 self._set(slot, State.DOWN)
                 del self._slots[slot.name]
             return info
+        if slot.state is not State.UP or now - slot.up_since < self.policy.up_check:
+            slot.bounced = True
         quick = now - slot.started < self.policy.stable_after
         slot.failures = slot.failures + 1 if quick else 0
         delay = self.policy.delay(slot.failures)
@@ -232,6 +249,8 @@ class Manager:
         for slot in self._slots.values():
             if slot.state is State.STARTING:
                 due.append(slot.started + self.policy.up_after)
+            elif slot.state is State.UP and now - slot.up_since < self.policy.up_check:
+                due.append(slot.up_since + self.policy.up_check)
             elif slot.state is State.CRASHED and slot.wanted and not self.stopping:
                 due.append(slot.restart_at)
             elif slot.state is State.STOPPING and not slot.killed:
@@ -254,6 +273,25 @@ class Manager:
         wanted = sum(self.formation.values())
         slots = [s for s in self._slots.values() if s.wanted]
         return len(slots) == wanted and all(s.state in (State.UP, State.CRASHED) for s in slots)
+
+    @property
+    def steady(self) -> bool:
+        """True when every process of the formation has either stayed up
+        ``policy.up_check`` seconds since it came up or has exited sooner (see
+        :meth:`bounced`): what ``djctl up`` waits for, so that a command that exits at
+        once is reported as such, not as started."""
+        if self._queue or self._restarting is not None:
+            return False
+        now = self._clock()
+        slots = [s for s in self._slots.values() if s.wanted]
+        return len(slots) == sum(self.formation.values()) and all(
+            s.bounced or (s.state is State.UP and now - s.up_since >= self.policy.up_check)
+            for s in slots)
+
+    def bounced(self) -> list[str]:
+        """The processes that have exited, since this supervisor started, before staying
+        up ``policy.up_check`` seconds, whatever their state now (a restart may be under way)."""
+        return [s.name for s in self._ordered() if s.wanted and s.bounced]
 
     @property
     def restarting(self) -> list[str]:
@@ -289,6 +327,9 @@ class Manager:
             slot.since = self._wall()
 
     def _up(self, slot: _Slot) -> None:
+        # A slow interpreter may print its usage error and exit well after its start:
+        # the check that it stays up counts from here.
+        slot.up_since = self._clock()
         self._set(slot, State.UP)
         slot.restarting = False
 

@@ -161,6 +161,31 @@ def list_processes(engine: Engine) -> list[ProcessInfo]:
     return out
 
 
+def jobs_in_hand(engine: Engine, host: str, pids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
+    """For each worker pid of ``host``, the jobs it holds claimed: (id, name as
+    delayed_job shows it), in the order it takes them. Handlers are read as JSON only."""
+    import json
+
+    from djctl.handlers import display_name
+    from djctl.queue.schema import delayed_jobs as jobs
+
+    owners = {identity.format(host, pid): pid for pid in pids}
+    if not owners:
+        return {}
+    j = jobs.c
+    with engine.connect().execution_options(sqlite_read=True) as conn:
+        rows = conn.execute(select(j.id, j.handler, j.locked_by).where(j.locked_by.in_(list(owners)))
+                            .order_by(j.priority, j.run_at, j.id)).all()
+    held: dict[int, list[tuple[int, str]]] = {}
+    for row in rows:
+        try:
+            name = display_name(json.loads(row.handler))
+        except (ValueError, TypeError, AttributeError):
+            name = "?"
+        held.setdefault(owners[row.locked_by], []).append((row.id, name))
+    return held
+
+
 class Heartbeat:
     """Runs a Registry on a thread of its own, so a slow database never stalls the
     supervisor: publishes ``snapshot()`` every ``interval`` seconds and recovers stale

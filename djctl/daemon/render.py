@@ -77,6 +77,29 @@ def restart_message(target: str | None, finished: bool = True) -> str:
     return f"Restarting {what}... {end}"
 
 
+def procfile_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """What a re-read Procfile changed: ``added mail``, ``removed clock``,
+    ``worker now runs `djctl work -q a` `` (nothing changed: [])."""
+    changes = [f"added {name}" for name in new if name not in old]
+    changes += [f"removed {name}" for name in old if name not in new]
+    changes += [f"{name} now runs `{new[name]}`" for name in new if name in old and old[name] != new[name]]
+    return changes
+
+
+def finishing(name: str, jobs: Sequence[tuple[int, str]], left: float) -> str:
+    """What ``djctl down`` says while ``name`` still runs: ``worker.1 is finishing job 7
+    (Mailer); up to 25s of the grace period left``."""
+    if jobs:
+        what = f"is finishing job {jobs[0][0]} ({jobs[0][1]})"
+        if len(jobs) > 1:
+            what += f" ({len(jobs) - 1} more claimed)"
+    else:
+        what = "is stopping"
+    if left > 0:
+        return f"{name} {what}; up to {left:.0f}s of the grace period left"
+    return f"{name} {what}; the grace period is over, killing it"
+
+
 def ago(seconds: float) -> str:
     """Heroku's rough age: ``~ 20s``, ``~ 3m``, ``~ 2h``, ``~ 4d``."""
     seconds = max(0, int(seconds))
@@ -159,8 +182,47 @@ def started(pid: int, formation: Mapping[str, int]) -> str:
     return f"Starting djctl supervisor... done (pid {pid}), running {format_formation(formation) or 'nothing'}"
 
 
+def nothing_to_run(formation: Mapping[str, int], elsewhere: Mapping[str, int]) -> str:
+    """The warning of an ``up`` that starts no process: what runs, the saved counts of
+    types the Procfile no longer names, and how to start one."""
+    first = next(iter(formation), "worker")
+    line = f"warning: running no processes ({format_formation(formation) or 'no types'})"
+    kept = {name: count for name, count in elsewhere.items() if count > 0}
+    if kept:
+        line += f"; the saved formation also has {format_formation(kept)}, not in the Procfile"
+    return line + f"; start some with djctl scale {first}=1"
+
+
+def crashed_at_once(names: Sequence[str]) -> str:
+    """Why ``djctl up`` failed: processes that exited as soon as they started."""
+    which = ", ".join(names)
+    return (f"{which} exited soon after starting; fix the command in the Procfile, then djctl restart "
+            f"(the supervisor keeps retrying; djctl down stops it)")
+
+
 def not_running() -> str:
     return "djctl is not running; start it with djctl up"
+
+
+# How many supervisors for other databases a "not running here" names.
+_SHOWN = 3
+
+
+def not_running_here(elsewhere: Sequence[tuple[int, str, bool]], command: str) -> str:
+    """No supervisor here, but these (pid, directory, same database) run on this host:
+    where, and the ``djctl -C DIR`` that reaches them."""
+    same = [(pid, cwd) for pid, cwd, same_db in elsewhere if same_db]
+    if same:
+        where = ", ".join(f"{cwd} (pid {pid})" for pid, cwd in same)
+        return (f"djctl is not running here, but a supervisor for this database runs in {where}; "
+                f"use djctl -C {same[0][1]} {command}")
+    if not elsewhere:
+        return not_running()
+    where = ", ".join(f"{cwd} (pid {pid})" for pid, cwd, _ in elsewhere[:_SHOWN])
+    if len(elsewhere) > _SHOWN:
+        where += f" and {len(elsewhere) - _SHOWN} more"
+    return (f"djctl is not running here; supervisors for other databases run in {where} "
+            f"(djctl -C DIR {command} reaches one); start one here with djctl up")
 
 
 def _index(p: ProcessInfo) -> int:

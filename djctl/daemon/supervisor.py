@@ -9,6 +9,7 @@ function to run (:meth:`Supervisor.call`) and wait for its result.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import selectors
@@ -25,7 +26,15 @@ from typing import Any
 from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
-from djctl.daemon.formation import FormationStore, ScaleError, format_formation, parse_scale
+from djctl.daemon.formation import (
+    FormationStore,
+    ProcfileError,
+    ScaleError,
+    StateFileError,
+    format_formation,
+    load_process_types,
+    parse_scale,
+)
 from djctl.daemon.logs import SUPERVISOR
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
 from djctl.daemon.model import ProcessInfo, State
@@ -74,7 +83,9 @@ class Supervisor:
         self.registry = registry
         self.notifier = notifier
         self.manager = Manager(plan.types, self._spawn, printer.event, plan.policy)
-        self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, list(plan.types),
+        # Grows when a restart re-reads the Procfile: a type keeps its index (its PORT).
+        self._type_names = list(plan.types)
+        self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, self._type_names,
                                    umask=plan.umask)
         self._children: dict[int, ChildProcess] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
@@ -90,9 +101,10 @@ class Supervisor:
     # -- entry point ---------------------------------------------------------------------
 
     def run(self, on_ready: Callable[[list[ProcessInfo]], None]) -> None:
-        """Start the formation, call ``on_ready`` once every process is up (or has
-        crashed), and return after a stop (SIGTERM, SIGINT, ``djctl down``) once every
-        child has exited and its claims are released. Must run in the main thread."""
+        """Start the formation, call ``on_ready`` once every process has stayed up
+        ``policy.up_check`` seconds (or has crashed), and return after a stop (SIGTERM, SIGINT,
+        ``djctl down``) once every child has exited and its claims are released. Must run in
+        the main thread."""
         previous = self._install_signals()
         heartbeat = server = watcher = None
         try:
@@ -159,9 +171,12 @@ class Supervisor:
             timeout = self.manager.tick()
             self._snapshot = tuple(self.manager.processes())
             self._alive_at = time.monotonic()
-            if not ready and self.manager.settled:
+            if not ready and self.manager.steady:
                 ready = True
-                on_ready(list(self._snapshot))
+                # One restarted after a quick exit counts as crashed: up must not say it started.
+                quick = set(self.manager.bounced())
+                on_ready([dataclasses.replace(p, state=State.CRASHED) if p.name in quick else p
+                          for p in self._snapshot])
                 status = self._status()
                 self.notifier.ready(status)
             elif ready and self._status() != status:
@@ -334,7 +349,7 @@ class Supervisor:
         return {
             "processes": [p.as_dict() for p in self.manager.processes()],
             "formation": dict(self.manager.formation),
-            "types": dict(self.plan.types),
+            "types": dict(self.manager.types),
             "restarting": self.manager.restarting,
             "supervisor": {"pid": os.getpid(), "host": self.plan.host, "stopping": self.manager.stopping},
         }
@@ -348,11 +363,11 @@ class Supervisor:
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise ControlError('scale takes "args": ["worker=2", ...] or "formation": {...}', usage=True)
         try:
-            formation = parse_scale(args, self.manager.formation, list(self.plan.types))
+            formation = parse_scale(args, self.manager.formation, list(self.manager.types))
         except ScaleError as e:
             raise ControlError(str(e), usage=True) from None
         try:
-            self.store.save(formation)
+            self.store.update(formation)
         except OSError as e:
             raise ControlError(f"cannot save the formation in {self.store.path}: {e.strerror}") from None
         self.printer.event(SUPERVISOR, f"Scaling to {format_formation(formation)}")
@@ -365,15 +380,44 @@ class Supervisor:
             raise ControlError('restart takes "target": a type, a process name or null', usage=True)
         if self.manager.stopping:
             raise ControlError("the supervisor is stopping")
+        old = dict(self.manager.types)
+        changes = self._reread_procfile()
+        added = {name: count for name, count in self._saved().items() if name in self.manager.types
+                 and name not in old and count > 0}
         try:
             names = self.manager.restart(target)
         except ValueError as e:
-            raise ControlError(str(e), usage=True) from None
-        return {"restarting": names}
+            if target not in added:
+                raise ControlError(str(e), usage=True) from None
+            names = []
+        if added:
+            # Started after the restart is queued, so that they do not start twice.
+            self.manager.scale({**self.manager.formation, **added})
+        return {"restarting": names, "procfile": changes}
+
+    def _reread_procfile(self) -> list[str]:
+        """Take up the Procfile as it is now, so that restarted processes run its commands;
+        returns what changed, in words (nothing: [])."""
+        try:
+            types = load_process_types(self.plan.cwd)
+        except ProcfileError as e:
+            raise ControlError(f"{e}; nothing restarted") from None
+        changes = render.procfile_changes(self.manager.types, types)
+        if changes:
+            self.manager.retype(types)
+            self._type_names.extend(name for name in types if name not in self._type_names)
+            self.printer.event(SUPERVISOR, "Procfile re-read: " + "; ".join(changes))
+        return changes
+
+    def _saved(self) -> dict[str, int]:
+        try:
+            return self.store.load() or {}
+        except StateFileError:
+            return {}
 
     def _stop_request(self, _request: dict) -> dict:
         self._stop("djctl down")
-        return {"stopping": True, "pid": os.getpid()}
+        return {"stopping": True, "pid": os.getpid(), "grace_period": self.plan.policy.grace_period}
 
     def _on_code_change(self, paths: list[str]) -> None:
         shown = os.path.relpath(paths[0], self.plan.cwd) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from djctl.config import ConfigError, load_settings
+from djctl.config import ConfigError, environment_variables, load_settings
 from djctl.daemon.systemd.units import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_WATCHDOG_SECONDS,
@@ -176,15 +176,25 @@ def uninstall(
     return lines
 
 
-def environment_hints(env_file: Path | None, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Notes for the operator, never secrets: the unit does not see this shell's
-    environment, and an env file others can read may leak what it holds."""
+def environment_hints(env_file: Path | None, environ: Mapping[str, str] | None = None,
+                      flags: Mapping[str, str | None] | None = None) -> list[str]:
+    """Notes for the operator, never secrets: every setting of this shell (``DJ_*``,
+    ``DATABASE_URL``) or command line (``--app``, ``--database-url``) that the unit
+    will not see, and an env file others can read."""
     environ = os.environ if environ is None else environ
+    service_env = _read_env_file(env_file) if env_file is not None else {}
     hints = []
-    unseen = [name for name in DATABASE_VARIABLES if environ.get(name)]
-    if unseen and env_file is None:
-        hints.append(f"the service will not see {', '.join(unseen)} from this shell; "
-                     "put it in a file (chmod 600) and pass --env-file")
+    unseen = [name for name in environment_variables() if environ.get(name) and name not in service_env]
+    if unseen:
+        them = "it" if len(unseen) == 1 else "them"
+        where = (f"put {them} in a file (chmod 600) and pass --env-file" if env_file is None
+                 else f"add {them} to {env_file}")
+        hints.append(f"the service will not see {', '.join(unseen)} from this shell; {where}")
+    given = [name for name in ("app", "database_url") if (flags or {}).get(name)]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        variables = ", ".join("DJ_" + name.upper() for name in given)
+        hints.append(f"the service will not see {options} given here; set {variables} in the env file (--env-file)")
     if env_file is not None and env_file.stat().st_mode & 0o077:
         hints.append(f"{env_file} is readable by other users; chmod 600 it if it holds secrets")
     return hints
