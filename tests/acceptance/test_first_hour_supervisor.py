@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import wait_for
-from tests.test_supervisor_helpers import App, heavy
+from tests.support.app import App, heavy
 
 
 def says(word: str) -> str:
