@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from djctl import api, clock, config, payload
-from djctl.handlers import LoadedJob, default_backoff, load
+from djctl.handlers import LoadedJob, default_backoff, load, target_name
 from djctl.queue import engines as store
 from djctl.worker.journal import Journal
-from djctl.worker.messages import Job, Reply, Result, Skipped, Started, decode_job, decode_reply
+from djctl.worker.messages import Job, Left, Reply, Result, Skipped, Started, decode_job, decode_reply
 
 
 class JobTimeout(Exception):
@@ -137,9 +137,7 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: i
         job = load(msg.handler, decoder)
     except Exception as exc:  # noqa: BLE001 - importing the job's module may raise anything
         api.end_orm_session()
-        error = f"{type(exc).__name__}: {exc}" if isinstance(exc, payload.HandlerError) else error_text(exc)
-        _write(out, (Started(msg.id, "?", 0, msg.max_attempts).encode()
-                     + Result(msg.id, False, error).encode()).encode())
+        _write(out, _unloadable(msg, exc).encode())
         return
     limit = job.max_run_time(timedelta(seconds=msg.max_run_time)).total_seconds()
     max_attempts = job.max_attempts(msg.max_attempts)
@@ -154,6 +152,25 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: i
     if result.ok and journal is not None:
         journal.finished(msg.id)
     _write(out, result.encode().encode())
+
+
+def _unloadable(msg: Job, exc: Exception) -> str:
+    """The replies for a job that could not be loaded: left for another worker when this
+    one has no app configured; retried when its name is missing (the code that enqueued it
+    may be newer than ours); failed for good otherwise."""
+    error = error_text(exc)
+    if isinstance(exc, payload.HandlerError):
+        # The finer kinds are for deciding here; the log and last_error keep one name.
+        kind = "HandlerError" if isinstance(exc, (payload.NotAllowed, payload.MissingName)) else type(exc).__name__
+        error = f"{kind}: {exc}"
+    settings = config.current()
+    if isinstance(exc, payload.NotAllowed) and not (settings.app or settings.allow):
+        return Left(msg.id, error).encode()
+    retry_at = None
+    if isinstance(exc, payload.MissingName) and msg.attempts < msg.max_attempts:
+        retry_at = clock.utc_naive(clock.now() + default_backoff(msg.attempts))
+    started = Started(msg.id, target_name(msg.handler), 0, msg.max_attempts)
+    return started.encode() + Result(msg.id, False, error, retry_at).encode()
 
 
 def spawn(settings: config.Settings | None = None, journal_file: Path | None = None,

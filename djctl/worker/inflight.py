@@ -12,10 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from djctl import clock, config
-from djctl.handlers import default_backoff
+from djctl.handlers import default_backoff, target_name
 from djctl.queue.claims import ClaimedJob
 from djctl.worker.executor import Child
-from djctl.worker.messages import Job, Outcome, Reply, Result, Started
+from djctl.worker.messages import Job, Left, Outcome, Reply, Result, Started
 
 
 @dataclass
@@ -77,6 +77,9 @@ class InFlight:
                 continue
             running = self.sent.popleft()
             assert running.job.id == msg.id, "executor answered out of order"
+            if isinstance(msg, Left):
+                outcomes.append(Outcome(running.job, target_name(running.job.handler), False, msg.error, left=True))
+                continue
             if not isinstance(msg, Result):
                 continue  # skipped: revoked before it started
             took = None

@@ -27,6 +27,8 @@ def line(o: Outcome) -> str:
     if o.ok:
         return f"Job {o.name} (id={o.job.id}) COMPLETED"
     first = o.error.splitlines()[0] if o.error else "unknown error"
+    if o.left:
+        return f"Job {o.name} (id={o.job.id}) LEFT for a worker that can run it: {first}"
     if o.final:
         return (f"Job {o.name} (id={o.job.id}) FAILED permanently because of {o.job.attempts} "
                 f"consecutive failures: {first}")
@@ -114,5 +116,6 @@ class Report:
 
     def outcome(self, o: Outcome) -> None:
         self.say(line(o))
-        if self.events.fd is not None:  # no event to build on the hot path when nobody listens
+        # A job left did not run: it is no finished run to count.
+        if self.events.fd is not None and not o.left:  # no event to build on the hot path when nobody listens
             self.events.send(Event.of(o))

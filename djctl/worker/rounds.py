@@ -124,7 +124,9 @@ class Rounds:
         if not claiming:
             self.claims.complete(conn, done)
         for o in outcomes:
-            if o.job.recurring:
+            if o.left:
+                self.claims.leave(conn, o.job.id, o.error or "", now)
+            elif o.job.recurring:
                 self.claims.reschedule(conn, o.job.id, next_run(o.job, now), now, o.error)
             elif not o.ok:
                 self.claims.fail(conn, o.job.id, o.error or "", now, o.retry_at, self.destroy_failed)

@@ -74,6 +74,7 @@ class _Pass:
     failures: int = 0
     claimed: int = 0
     idle: bool = False  # the last claim found nothing ready
+    hold_until: float = 0.0  # after leaving jobs it may not run, no claim before this
     next_poll: float = 0.0
     next_maintenance: float = 0.0
     next_listen: float = 0.0  # when to try LISTEN (or the doorbell) again after losing it
@@ -170,6 +171,9 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         if p.announce:
             self.log(f"*** Starting job worker {self.name}")
+            if not (self.settings.app or self.settings.allow):
+                self._say("WARNING: no app configured, so no job's code may run here; set --app, DJ_APP "
+                          "or app in [tool.djctl] of pyproject.toml. Jobs are left for a worker that can run them.")
         self.inflight = InFlight(self.settings, self._journal, max_run_time=self.max_run_time,
                                  kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited())
         try:
@@ -206,6 +210,8 @@ class Worker:
             and (p.limit is None or p.claimed < p.limit)
             and len(p.pending) + len(self.inflight.sent) <= self._window() // 2
             and (not p.idle or now >= p.next_poll)
+            and now >= p.hold_until
+            and not any(o.left for o in p.outcomes)  # the claim would take them right back
         )
         if (p.outcomes or want or now >= p.next_maintenance) and now >= p.db_retry_at:
             self._database(p, now, want)
@@ -274,13 +280,24 @@ class Worker:
         _flush()
 
     def _reported(self, p: _Pass) -> None:
+        left = 0
         for o in p.outcomes:
-            if o.ok:
+            if o.left:
+                left += 1
+            elif o.ok:
                 p.successes += 1
             else:
                 p.failures += 1
             self.report.outcome(o)
         p.outcomes.clear()
+        if left:
+            # Claiming them again at once would only spin: the next claim would find the
+            # same jobs first in line. Other workers take them meanwhile.
+            hold = max(self.sleep_delay, 1.0) * 10
+            p.hold_until = self.clock() + hold
+            if p.until_empty:
+                p.idle = True  # what is ready is what it may not run: the pass is over
+            self._say(f"left {left} job(s) it may not run; claiming again in {hold:g}s")
 
     def _listen(self, p: _Pass, first: bool = False) -> None:
         """Open wake-ups (LISTEN, or the doorbell); without them the worker polls."""
@@ -348,6 +365,8 @@ class Worker:
         candidates = [self.sleep_delay]
         if p.idle:
             candidates.append(p.next_poll - now)
+        if p.hold_until > now:
+            candidates.append(p.hold_until - now)
         if p.db_retry_at > now:
             candidates.append(p.db_retry_at - now)
         elif p.outcomes:

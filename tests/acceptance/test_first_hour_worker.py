@@ -1,0 +1,163 @@
+"""The first hour of a real user, as the worker's log and the table show it (issue 12):
+a worker with no app, a deploy that enqueues code the workers do not have yet, quick jobs
+behind slow ones, and a log that says what ran when."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import djctl
+from djctl.queue.schema import delayed_jobs
+from tests import jobs
+from tests.support.commands import djctl_cmd
+from tests.support.rows import row, utcnow
+from tests.support.waiting import wait_for
+
+DEADLINE = 60.0
+
+
+class Proc:
+    """A djctl process with its output in a file (a pipe could fill up and stall it)."""
+
+    def __init__(self, tmp_path: Path, env: dict, *args: str):
+        self.out_path = tmp_path / f"djctl.{len(list(tmp_path.glob('djctl.*.out')))}.out"
+        with open(self.out_path, "w") as out:
+            self.popen = subprocess.Popen(djctl_cmd(*args), env=env, cwd=tmp_path, stdout=out,
+                                          stderr=subprocess.STDOUT)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.out_path.read_text().splitlines()
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            raise AssertionError(f"djctl did not exit within {timeout}s:\n" + "\n".join(self.lines)) from None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            self.wait()
+
+
+@pytest.fixture
+def procs():
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        if p.popen.poll() is None:
+            p.popen.kill()
+            p.popen.wait()
+
+
+def start(procs: list, tmp_path: Path, env: dict, *args: str) -> Proc:
+    p = Proc(tmp_path, env, *args)
+    procs.append(p)
+    return p
+
+
+def no_app(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k not in ("DJ_APP", "DJ_ALLOW")}
+
+
+def forge(engine, handler: dict) -> int:
+    now = utcnow()
+    with engine.begin() as conn:
+        return conn.execute(delayed_jobs.insert().values(
+            handler=json.dumps(handler), run_at=now, created_at=now, updated_at=now)).inserted_primary_key[0]
+
+
+# -- 2. no app configured --------------------------------------------------------------------
+
+def test_a_worker_without_an_app_warns_and_leaves_jobs_for_one_that_can_run_them(
+        db_url, djctl_env, tmp_path, procs, engine):
+    out = tmp_path / "out"
+    job = djctl.enqueue(jobs.Touch(str(out), "welcome"))
+
+    lost = start(procs, tmp_path, no_app(djctl_env), "work")
+    wait_for(lambda: any(" LEFT " in line for line in lost.lines), timeout=DEADLINE)
+    said = lost.lines
+    assert said[0].startswith("*** Starting job worker ")
+    assert "WARNING: no app configured" in said[1]
+    assert all(where in said[1] for where in ("--app", "DJ_APP", "[tool.djctl]")), said[1]
+    assert any(f"Job tests.jobs:Touch (id={job}) LEFT for a worker that can run it: " in line
+               and "outside the allowed packages" in line for line in said), said
+    assert not any("Job ?" in line or "FAILED" in line for line in said), said
+    r = row(engine, job)
+    assert r is not None and r["failed_at"] is None and r["attempts"] == 0
+    assert "outside the allowed packages" in r["last_error"]
+
+    # It does not claim the job again at once, and a worker with the app runs it.
+    assert any("left 1 job(s) it may not run; claiming again in 10s" in line for line in said), said
+    able = start(procs, tmp_path, djctl_env, "workoff")
+    assert able.wait() == 0, able.lines
+    assert out.read_text().splitlines() == ["welcome"] and row(engine, job) is None
+    lost.stop()
+
+
+def test_a_worker_with_an_app_still_fails_code_outside_it(db_url, djctl_env, tmp_path, procs, engine):
+    job = forge(engine, {"call": "os:system", "args": ["true"], "kwargs": {}})
+    worker = start(procs, tmp_path, djctl_env, "workoff")
+    assert worker.wait() == 0, worker.lines
+    r = row(engine, job)
+    assert r["failed_at"] is not None and "outside the allowed packages" in r["last_error"]
+    assert any(f"Job os:system (id={job}) FAILED permanently" in line for line in worker.lines), worker.lines
+
+
+def test_workoff_without_an_app_ends_and_leaves_the_jobs(db_url, djctl_env, tmp_path, procs, engine):
+    job = djctl.enqueue(jobs.Touch(str(tmp_path / "out"), "welcome"))
+    worker = start(procs, tmp_path, no_app(djctl_env), "workoff")
+    assert worker.wait() == 0, worker.lines
+    assert worker.lines[-1].startswith("0 jobs processed at "), worker.lines
+    r = row(engine, job)
+    assert r["failed_at"] is None and r["attempts"] == 0 and r["locked_by"] is None
+
+
+# -- 3. a deploy enqueues code the workers do not have yet ---------------------------------
+
+def test_a_name_the_worker_does_not_have_yet_is_retried_until_a_restart_brings_it(
+        db_url, djctl_env, tmp_path, procs, engine):
+    app = tmp_path / "app"
+    (app / "photos").mkdir(parents=True)
+    (app / "photos" / "__init__.py").write_text("")
+    (app / "photos" / "jobs.py").write_text("def old_job(path):\n    open(path, 'a').write('old\\n')\n")
+    env = {**djctl_env, "DJ_APP": "photos", "PYTHONPATH": f"{app}:{djctl_env['PYTHONPATH']}"}
+    out = tmp_path / "out"
+    job = forge(engine, {"call": "photos.jobs:brand_new_job", "args": [str(out)], "kwargs": {}})
+
+    old = start(procs, tmp_path, env, "workoff")
+    assert old.wait() == 0, old.lines
+    r = row(engine, job)
+    assert r["failed_at"] is None and r["attempts"] == 1 and r["locked_by"] is None
+    assert r["run_at"] > utcnow(), "retried with the normal backoff, not at once"
+    assert "'photos.jobs:brand_new_job', which no longer exists" in r["last_error"]
+    assert "restart the workers (djctl restart)" in r["last_error"]
+    assert any(f"Job photos.jobs:brand_new_job (id={job}) FAILED (0 prior attempts) with HandlerError: " in line
+               for line in old.lines), old.lines
+
+    # The deploy lands and the workers restart: the retry runs it.
+    (app / "photos" / "jobs.py").write_text(
+        "def brand_new_job(path):\n    open(path, 'a').write('new\\n')\n")
+    with engine.begin() as conn:
+        conn.execute(delayed_jobs.update().where(delayed_jobs.c.id == job).values(run_at=utcnow()))
+    new = start(procs, tmp_path, env, "workoff")
+    assert new.wait() == 0, new.lines
+    assert out.read_text() == "new\n" and row(engine, job) is None
+
+
+def test_a_missing_name_fails_for_good_once_its_attempts_are_spent(db_url, djctl_env, tmp_path, procs, engine):
+    job = forge(engine, {"job": "tests.jobs:NoSuchJob", "state": {}})
+    with engine.begin() as conn:
+        conn.execute(delayed_jobs.update().where(delayed_jobs.c.id == job).values(attempts=24))
+    worker = start(procs, tmp_path, djctl_env, "workoff")
+    assert worker.wait() == 0, worker.lines
+    r = row(engine, job)
+    assert r["failed_at"] is not None and "djctl restart" in r["last_error"]
+    assert any(f"Job tests.jobs:NoSuchJob (id={job}) FAILED permanently" in line for line in worker.lines)
