@@ -28,6 +28,10 @@ class Running:
     started: float | None = None
     deadline: float | None = None
     signalled: bool = False
+    given_back: bool = False
+    """Revoked so that another worker may run it: never started here, never renewed."""
+    released: bool = False
+    """Given back and released in the table: no longer this worker's, whatever happens."""
 
 
 class InFlight:
@@ -49,6 +53,8 @@ class InFlight:
         """Job id -> clock when its locked_at was last written."""
         self.job_seconds = 0.05
         """A moving average of how long jobs take; assume slow at first."""
+        self.skipped_held: list[int] = []
+        """Given back, skipped by the executor, still claimed: to be released."""
 
     def send(self, jobs: Sequence[ClaimedJob], max_attempts: int) -> bool:
         """Hand ``jobs`` to the executor; True when a new child had to be forked."""
@@ -60,11 +66,11 @@ class InFlight:
         return forked
 
     def unstarted(self) -> list[int]:
-        return [r.job.id for r in self.sent if r.started is None]
+        return [r.job.id for r in self.sent if r.started is None and not r.given_back]
 
     def revoke_lost(self, held: set[int]) -> list[int]:
         """Revoke the unstarted jobs whose claim is no longer ``held``; their ids."""
-        lost = [r.job.id for r in self.sent if r.started is None and r.job.id not in held]
+        lost = [r.job.id for r in self.sent if r.started is None and not r.given_back and r.job.id not in held]
         if self.child is not None:
             for job_id in lost:
                 self.child.revoke(job_id)
@@ -81,7 +87,11 @@ class InFlight:
                 outcomes.append(Outcome(running.job, target_name(running.job.handler), False, msg.error, left=True))
                 continue
             if not isinstance(msg, Result):
-                continue  # skipped: revoked before it started
+                # Skipped: revoked before it started. Given back, but too late to be
+                # sure of it at the time: still ours, to release now.
+                if running.given_back and not running.released:
+                    self.skipped_held.append(running.job.id)
+                continue
             took = None
             if running.started is not None:
                 took = self.clock() - running.started
@@ -98,6 +108,37 @@ class InFlight:
         fresh = self.fresh.pop(running.job.id, running.started)
         expires = fresh + self.max_run_time
         running.deadline = min(running.started + msg.max_run_time, expires) if msg.max_run_time else None
+
+    def running_for(self) -> float | None:
+        """How long the job in the executor's hands has been running; None when none is."""
+        if self.sent and self.sent[0].started is not None:
+            return self.clock() - self.sent[0].started
+        return None
+
+    def give_back(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> list[int]:
+        """Revoke the jobs waiting behind the running one; the ids of those the executor
+        will surely skip, for the caller to release now.
+
+        The executor looks for revoked jobs only after it has written the result of the
+        job before: if no result of the running job is readable after the revocation was
+        written, the executor will see it before starting the next one. Otherwise some
+        may start anyway (and run here), or be skipped later (see ``skipped_held``).
+        """
+        waiting = [r for r in self.sent if r.started is None and not r.given_back]
+        if self.child is None or not waiting:
+            return []
+        running = self.sent[0]
+        for r in waiting:
+            r.given_back = True
+            self.child.revoke(r.job.id)
+        ready, _, _ = select.select([self.child.from_child], [], [], 0)
+        if ready:
+            self.read(outcomes, pending)
+        if not self.sent or self.sent[0] is not running:
+            return []
+        for r in waiting:
+            r.released = True
+        return [r.job.id for r in waiting]
 
     def read(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
         """The child has something to say (or has gone)."""
@@ -140,7 +181,12 @@ class InFlight:
             outcomes.append(Outcome(job, running.name, False, f"job process {how} while running this job",
                                     retry_at, took))
         while self.sent:
-            pending.appendleft(self.sent.pop().job)
+            running = self.sent.pop()
+            if running.given_back:
+                if not running.released:
+                    self.skipped_held.append(running.job.id)
+                continue
+            pending.appendleft(running.job)
 
     def drain(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
         """Let the executor end: read to its end, for a job whose Started message still sits

@@ -36,6 +36,11 @@ from djctl.worker.wakeup import Waker, open_waker
 
 Log = Callable[[str], None]
 
+GIVE_BACK_AFTER = 1.0
+"""Seconds a job may run before the jobs claimed ahead of it go back to the queue. The
+read-ahead holds about 0.1 s of work; a job ten times that is slow, and another worker
+may be idle. (Sooner would churn claims behind jobs that are merely not instant.)"""
+
 
 def _stdout_log(line: str) -> None:
     try:
@@ -75,6 +80,8 @@ class _Pass:
     claimed: int = 0
     idle: bool = False  # the last claim found nothing ready
     hold_until: float = 0.0  # after leaving jobs it may not run, no claim before this
+    give_back: list[int] = field(default_factory=list)
+    """Claims given back unstarted, not yet released in the table."""
     next_poll: float = 0.0
     next_maintenance: float = 0.0
     next_listen: float = 0.0  # when to try LISTEN (or the doorbell) again after losing it
@@ -205,15 +212,17 @@ class Worker:
             p.stop_said = True
             self._say("Exiting...")
             _flush()
+        slow = self._give_back(p)
         want = (
-            not self._stop
+            not slow
+            and not self._stop
             and (p.limit is None or p.claimed < p.limit)
             and len(p.pending) + len(self.inflight.sent) <= self._window() // 2
             and (not p.idle or now >= p.next_poll)
             and now >= p.hold_until
             and not any(o.left for o in p.outcomes)  # the claim would take them right back
         )
-        if (p.outcomes or want or now >= p.next_maintenance) and now >= p.db_retry_at:
+        if (p.outcomes or want or p.give_back or now >= p.next_maintenance) and now >= p.db_retry_at:
             self._database(p, now, want)
         self._dispatch(p)
         if not self.inflight.sent and not p.outcomes:
@@ -238,6 +247,7 @@ class Worker:
             # held back, or revoked from the executor.
             waiting=[j.id for j in p.pending] + self.inflight.unstarted(),
             known={j.id for j in p.pending} | {r.job.id for r in self.inflight.sent} | {o.job.id for o in p.outcomes},
+            release=list(p.give_back),
         )
         stamp = self.clock()  # no later than the locked_at the round writes
         try:
@@ -248,6 +258,7 @@ class Worker:
             p.db_backoff = min(p.db_backoff * 2, 10.0)
             return
         p.db_backoff = 0.5
+        p.give_back.clear()
         self._settled(p, got, stamp)
         if maintenance:
             # Often enough that claims waiting in the read-ahead are renewed
@@ -298,6 +309,24 @@ class Worker:
             if p.until_empty:
                 p.idle = True  # what is ready is what it may not run: the pass is over
             self._say(f"left {left} job(s) it may not run; claiming again in {hold:g}s")
+
+    def _give_back(self, p: _Pass) -> bool:
+        """True while the job in hand has run past GIVE_BACK_AFTER: then the jobs claimed
+        ahead of it go back (released in the next round, attempt refunded), so that
+        another worker can take them, and no more are claimed until it ends."""
+        p.give_back.extend(self.inflight.skipped_held)
+        self.inflight.skipped_held.clear()
+        took = self.inflight.running_for()
+        if took is None or took < GIVE_BACK_AFTER:
+            return False
+        running = self.inflight.sent[0]
+        ids = self.inflight.give_back(p.outcomes, p.pending) + [j.id for j in p.pending]
+        p.pending.clear()
+        if ids:
+            self._say(f"Job {running.name} (id={running.job.id}) has run {took:.1f}s: gave back "
+                      f"{len(ids)} job(s) claimed ahead of it, for another worker")
+            p.give_back.extend(ids)
+        return True
 
     def _listen(self, p: _Pass, first: bool = False) -> None:
         """Open wake-ups (LISTEN, or the doorbell); without them the worker polls."""
@@ -374,12 +403,16 @@ class Worker:
         sent = self.inflight.sent
         if sent and sent[0].deadline is not None:
             candidates.append(sent[0].deadline - now)
+        took = self.inflight.running_for()
+        if took is not None and took < GIVE_BACK_AFTER and (p.pending or len(sent) > 1):
+            candidates.append(GIVE_BACK_AFTER - took)
         return max(0.0, min(candidates))
 
     def _shutdown(self, p: _Pass) -> None:
         """Leave nothing half-done: wait for the job in hand, record outcomes, give back the rest."""
         self.inflight.drain(p.outcomes, p.pending)
-        unstarted = [r.job.id for r in self.inflight.sent] + [j.id for j in p.pending]
+        unstarted = ([r.job.id for r in self.inflight.sent] + [j.id for j in p.pending]
+                     + p.give_back + self.inflight.skipped_held)
         for attempt in range(3):
             try:
                 self.rounds.finish(p.outcomes, unstarted)

@@ -161,3 +161,28 @@ def test_a_missing_name_fails_for_good_once_its_attempts_are_spent(db_url, djctl
     r = row(engine, job)
     assert r["failed_at"] is not None and "djctl restart" in r["last_error"]
     assert any(f"Job tests.jobs:NoSuchJob (id={job}) FAILED permanently" in line for line in worker.lines)
+
+
+# -- 4. a quick job behind a slow one ----------------------------------------------------------
+
+def test_jobs_claimed_behind_a_slow_one_go_to_an_idle_worker(db_url, djctl_env, tmp_path, procs, engine):
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    slow = djctl.enqueue(jobs.Gate(str(out), str(gate)))
+    quick = djctl.enqueue(jobs.Touch(str(out), "quick"), priority=1)
+
+    first = start(procs, tmp_path, djctl_env, "work", "--read-ahead", "5")
+    wait_for(lambda: out.exists() and out.read_text().startswith("start"), timeout=DEADLINE)
+    wait_for(lambda: any("gave back 1 job(s) claimed ahead of it" in line for line in first.lines),
+             timeout=DEADLINE)
+    assert any(f"Job Gate (id={slow}) has run " in line for line in first.lines), first.lines
+    wait_for(lambda: row(engine, quick)["locked_by"] is None, timeout=DEADLINE)
+    assert row(engine, quick)["attempts"] == 0, "given back, attempt refunded"
+
+    second = start(procs, tmp_path, djctl_env, "work")
+    wait_for(lambda: any(f"(id={quick}) COMPLETED" in line for line in second.lines), timeout=DEADLINE)
+    assert "quick" in out.read_text().splitlines() and "end" not in out.read_text(), "ran while the slow one ran"
+    gate.touch()
+    wait_for(lambda: any(f"(id={slow}) COMPLETED" in line for line in first.lines), timeout=DEADLINE)
+    first.stop()
+    second.stop()
+    assert not any(f"(id={quick})" in line for line in first.lines if "gave back" not in line), first.lines
