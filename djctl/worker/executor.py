@@ -17,6 +17,8 @@ import ctypes
 import errno
 import os
 import signal
+import sys
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import timedelta
@@ -107,8 +109,12 @@ def _safe_hook(job: LoadedJob, name: str, *args: Any) -> None:
 
 
 def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
-          journal: Journal | None = None) -> None:
-    """The child's loop: run each job the parent sends, until the pipe closes or SIGUSR1."""
+          journal: Journal | None = None, say: str | None = None) -> None:
+    """The child's loop: run each job the parent sends, until the pipe closes or SIGUSR1.
+
+    With ``say`` (the worker's log prefix), the child writes each job's ``RUN`` line and,
+    when it succeeds, its ``COMPLETED after`` line to stdout itself: the worker shares that
+    stdout, and only the child can put them around the job's own output in order."""
     signal.signal(signal.SIGINT, _on_usr1)
     signal.signal(signal.SIGTERM, _on_usr1)
     signal.signal(signal.SIGUSR1, _on_usr1)
@@ -125,13 +131,14 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
             if msg.id in _revoked(revoke_fd, revoked):
                 _write(write_fd, Skipped(msg.id).encode().encode())
                 continue
-            _run_one(msg, decoder, journal, write_fd)
+            _run_one(msg, decoder, journal, write_fd, say)
             if _stopping:
                 break
     os._exit(0)
 
 
-def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: int) -> None:
+def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: int,
+             say: str | None = None) -> None:
     """Load and perform one job, telling the parent as it starts and as it ends."""
     try:
         job = load(msg.handler, decoder)
@@ -148,10 +155,34 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: i
     if msg.attempts > max_attempts:
         _write(out, Result(msg.id, False, "attempts exhausted").encode().encode())
         return
+    if say is not None:
+        _print(f"{say}Job {job.name} (id={msg.id}) RUN")
+    began = time.monotonic()
     result = _outcome(job, msg)
+    took = time.monotonic() - began
+    # The job's own output reaches the log before its worker can report the outcome.
+    _flush_output()
+    if say is not None and result.ok:
+        _print(f"{say}Job {job.name} (id={msg.id}) COMPLETED after {took:.4f}")
     if result.ok and journal is not None:
         journal.finished(msg.id)
     _write(out, result.encode().encode())
+
+
+def _print(line: str) -> None:
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # nobody reads the log any more; the job's outcome still goes to the worker
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _unloadable(msg: Job, exc: Exception) -> str:
@@ -174,9 +205,10 @@ def _unloadable(msg: Job, exc: Exception) -> str:
 
 
 def spawn(settings: config.Settings | None = None, journal_file: Path | None = None,
-          close: Sequence[int] = ()) -> tuple[int, int, int, int]:
+          close: Sequence[int] = (), say: str | None = None) -> tuple[int, int, int, int]:
     """Fork an executor working under ``settings`` (default: the current ones). The fds
-    ``close`` are closed in the child first thing, so no job code can reach them.
+    ``close`` are closed in the child first thing, so no job code can reach them; ``say``
+    is as for :func:`serve`.
 
     Returns (pid, fd to write jobs to, fd to read messages from, fd to revoke jobs on):
     a job id written to the last one, newline-terminated, is skipped if it has not
@@ -185,6 +217,7 @@ def spawn(settings: config.Settings | None = None, journal_file: Path | None = N
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     revoke_r, revoke_w = os.pipe()
+    _flush_output()  # or the child would write the worker's buffered lines a second time
     pid = os.fork()
     if pid == 0:
         try:
@@ -194,7 +227,7 @@ def spawn(settings: config.Settings | None = None, journal_file: Path | None = N
             if settings is not None:
                 # Its worker's allowed packages and database, not the process default.
                 config.set_current(settings)
-            serve(to_child_r, from_child_w, revoke_r, Journal(journal_file) if journal_file else None)
+            serve(to_child_r, from_child_w, revoke_r, Journal(journal_file) if journal_file else None, say)
         finally:
             os._exit(1)
     os.close(to_child_r)
@@ -207,8 +240,8 @@ class Child:
     """The worker's end of one executor child: send jobs, read replies, signal, reap."""
 
     def __init__(self, settings: config.Settings, journal_file: Path | None = None,
-                 close: Sequence[int] = ()) -> None:
-        self.pid, self.to_child, self.from_child, self.revoke_fd = spawn(settings, journal_file, close)
+                 close: Sequence[int] = (), say: str | None = None) -> None:
+        self.pid, self.to_child, self.from_child, self.revoke_fd = spawn(settings, journal_file, close, say)
         self.buffer = b""
         self.crashed = False
 

@@ -40,13 +40,18 @@ class InFlight:
     to the front of ``pending``."""
 
     def __init__(self, settings: config.Settings, journal_file: Path, *, max_run_time: timedelta,
-                 kill_grace: float, clock: Callable[[], float], close: Sequence[int] = ()) -> None:
+                 kill_grace: float, clock: Callable[[], float], close: Sequence[int] = (),
+                 say: str | None = None, on_start: Callable[[Running], None] | None = None) -> None:
         self.settings = settings
         self.journal_file = journal_file
         self.max_run_time = max_run_time.total_seconds()
         self.kill_grace = kill_grace
         self.clock = clock
         self.close = tuple(close)
+        self.say = say
+        """The log prefix the executor writes its RUN and COMPLETED lines with, if it writes them."""
+        self.on_start = on_start
+        """Called as each job starts, when the executor does not say it."""
         self.sent: deque[Running] = deque()
         self.child: Child | None = None
         self.fresh: dict[int, float] = {}
@@ -61,7 +66,7 @@ class InFlight:
         self.sent.extend(Running(j, max_attempts) for j in jobs)
         forked = self.child is None
         if forked:
-            self.child = Child(self.settings, self.journal_file, close=self.close)
+            self.child = Child(self.settings, self.journal_file, close=self.close, say=self.say)
         self.child.send([Job(j.id, j.handler, j.attempts, max_attempts, self.max_run_time) for j in jobs])
         return forked
 
@@ -108,6 +113,8 @@ class InFlight:
         fresh = self.fresh.pop(running.job.id, running.started)
         expires = fresh + self.max_run_time
         running.deadline = min(running.started + msg.max_run_time, expires) if msg.max_run_time else None
+        if self.on_start is not None and msg.max_run_time:  # 0: it could not be loaded, never ran
+            self.on_start(running)
 
     def running_for(self) -> float | None:
         """How long the job in the executor's hands has been running; None when none is."""

@@ -25,7 +25,8 @@ Kind = Literal["completed", "failed", "failed_permanently"]
 def line(o: Outcome) -> str:
     """The report line of ``o`` (without the worker's ``[Worker(...)]`` prefix)."""
     if o.ok:
-        return f"Job {o.name} (id={o.job.id}) COMPLETED"
+        took = "" if o.run_time is None else f" after {o.run_time:.4f}"
+        return f"Job {o.name} (id={o.job.id}) COMPLETED{took}"
     first = o.error.splitlines()[0] if o.error else "unknown error"
     if o.left:
         return f"Job {o.name} (id={o.job.id}) LEFT for a worker that can run it: {first}"
@@ -107,15 +108,28 @@ class Events:
             self.fd = None  # the reader is gone for good
 
 
-class Report:
-    """Says each outcome: its report line through ``say``, and its event when asked for."""
+def throughput(jobs: int, seconds: float, failed: int) -> str:
+    """The periodic line of a long-running worker: ``N jobs processed at X j/s, M failed``."""
+    return f"{jobs} jobs processed at {jobs / max(seconds, 1e-9):.4f} j/s, {failed} failed"
 
-    def __init__(self, say: Callable[[str], None], events: Events) -> None:
+
+class Report:
+    """Says each outcome: its report line through ``say``, and its event when asked for.
+    With ``executor_says``, the executor has written the RUN and COMPLETED lines itself,
+    in order with the job's output; a success is then only counted."""
+
+    def __init__(self, say: Callable[[str], None], events: Events, executor_says: bool = False) -> None:
         self.say = say
         self.events = events
+        self.executor_says = executor_says
+
+    def started(self, name: str, job_id: int) -> None:
+        """Say that the job starts (when the executor does not say it)."""
+        self.say(f"Job {name} (id={job_id}) RUN")
 
     def outcome(self, o: Outcome) -> None:
-        self.say(line(o))
+        if not (o.ok and self.executor_says):
+            self.say(line(o))
         # A job left did not run: it is no finished run to count.
         if self.events.fd is not None and not o.left:  # no event to build on the hot path when nobody listens
             self.events.send(Event.of(o))

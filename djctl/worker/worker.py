@@ -28,13 +28,18 @@ from djctl.errors import one_line
 from djctl.queue import engines as store
 from djctl.queue.claims import ClaimedJob, Claims, Filter
 from djctl.worker import identity, journal
-from djctl.worker.inflight import InFlight
+from djctl.worker.inflight import InFlight, Running
 from djctl.worker.messages import Outcome
-from djctl.worker.report import Events, Report
+from djctl.worker.report import Events, Report, throughput
 from djctl.worker.rounds import Claimed, Round, Rounds
 from djctl.worker.wakeup import Waker, open_waker
 
 Log = Callable[[str], None]
+
+STATS_EVERY = 60.0
+"""Seconds between a long-running worker's ``N jobs processed at X j/s`` lines."""
+STATS_JOBS = 10_000
+"""...or jobs, whichever comes first."""
 
 GIVE_BACK_AFTER = 1.0
 """Seconds a job may run before the jobs claimed ahead of it go back to the queue. The
@@ -80,6 +85,8 @@ class _Pass:
     claimed: int = 0
     idle: bool = False  # the last claim found nothing ready
     hold_until: float = 0.0  # after leaving jobs it may not run, no claim before this
+    since: tuple[float, int, int] = (0.0, 0, 0)
+    """When the last throughput line was said, and the counts then."""
     give_back: list[int] = field(default_factory=list)
     """Claims given back unstarted, not yet released in the table."""
     next_poll: float = 0.0
@@ -109,6 +116,8 @@ class Worker:
     settings: config.Settings | None = None
     log: Log = _stdout_log
     clock: Callable[[], float] = time.monotonic
+    stats_every: float = STATS_EVERY
+    """Seconds between throughput lines from ``start()``; also said every STATS_JOBS jobs."""
 
     name: str = field(init=False, default="")
     _stop: bool = field(init=False, default=False)
@@ -170,7 +179,11 @@ class Worker:
                              destroy_failed=self.settings.destroy_failed_jobs)
         if self._events is None:  # once: work_off may run many passes
             self._events = Events.from_env(os.environ, self._say)
-        self.report = Report(self._say, self._events)
+        # Writing to our stdout, the executor can say RUN and COMPLETED itself, in order
+        # with the job's output; to another log, we say them.
+        executor_says = self.log is _stdout_log
+        self.report = Report(self._say, self._events, executor_says=executor_says)
+        p.since = (self.clock(), 0, 0)
         self._journal = journal.path(self._url, os.getpid())
         journal.reset(self._journal)  # a previous worker's with this pid has long been dealt with
         self._wake_r, self._wake_w = os.pipe()
@@ -182,7 +195,9 @@ class Worker:
                 self._say("WARNING: no app configured, so no job's code may run here; set --app, DJ_APP "
                           "or app in [tool.djctl] of pyproject.toml. Jobs are left for a worker that can run them.")
         self.inflight = InFlight(self.settings, self._journal, max_run_time=self.max_run_time,
-                                 kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited())
+                                 kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited(),
+                                 say=f"[Worker({self.name})] " if executor_says else None,
+                                 on_start=None if executor_says else self._started)
         try:
             if not p.until_empty:
                 self._listen(p, first=True)
@@ -301,6 +316,8 @@ class Worker:
                 p.failures += 1
             self.report.outcome(o)
         p.outcomes.clear()
+        if p.announce:
+            self._throughput(p)
         if left:
             # Claiming them again at once would only spin: the next claim would find the
             # same jobs first in line. Other workers take them meanwhile.
@@ -309,6 +326,18 @@ class Worker:
             if p.until_empty:
                 p.idle = True  # what is ready is what it may not run: the pass is over
             self._say(f"left {left} job(s) it may not run; claiming again in {hold:g}s")
+
+    def _started(self, running: Running) -> None:
+        self.report.started(running.name, running.job.id)
+
+    def _throughput(self, p: _Pass) -> None:
+        """Now and then, how many jobs ran since the last time, how fast, how many failed."""
+        at, successes, failures = p.since
+        now = self.clock()
+        jobs = p.successes + p.failures - successes - failures
+        if jobs and (now - at >= self.stats_every or jobs >= STATS_JOBS):
+            self._say(throughput(jobs, now - at, p.failures - failures))
+            p.since = (now, p.successes, p.failures)
 
     def _give_back(self, p: _Pass) -> bool:
         """True while the job in hand has run past GIVE_BACK_AFTER: then the jobs claimed

@@ -5,6 +5,7 @@ behind slow ones, and a log that says what ran when."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -186,3 +187,43 @@ def test_jobs_claimed_behind_a_slow_one_go_to_an_idle_worker(db_url, djctl_env, 
     first.stop()
     second.stop()
     assert not any(f"(id={quick})" in line for line in first.lines if "gave back" not in line), first.lines
+
+
+# -- 11. the log tells what ran, when, and for how long -------------------------------------
+
+def test_each_jobs_output_sits_between_its_run_and_completed_lines(db_url, djctl_env, tmp_path, procs, engine):
+    app = tmp_path / "app"
+    (app / "photos").mkdir(parents=True)
+    (app / "photos" / "__init__.py").write_text("")
+    (app / "photos" / "jobs.py").write_text(
+        "import sys\n"
+        "def resize(n):\n    print(f'resizing {n}')\n    print(f'warning {n}', file=sys.stderr)\n")
+    env = {k: v for k, v in djctl_env.items() if k != "PYTHONUNBUFFERED"}
+    env.update(DJ_APP="photos", PYTHONPATH=f"{app}:{djctl_env['PYTHONPATH']}")
+    ids = [forge(engine, {"call": "photos.jobs:resize", "args": [n], "kwargs": {}}) for n in range(5)]
+
+    worker = start(procs, tmp_path, env, "work", "--exit-on-complete", "--read-ahead", "5")
+    assert worker.wait() == 0, worker.lines
+    said = [line for line in worker.lines if "Starting" not in line and "Exiting" not in line]
+    for n, job in enumerate(ids):
+        at = said.index(next(line for line in said if line.endswith(f"Job resize (id={job}) RUN")))
+        # (Between the job's stdout and stderr, the job's own buffering decides.)
+        assert sorted(said[at + 1:at + 3]) == [f"resizing {n}", f"warning {n}"], said
+        assert re.fullmatch(rf"\[Worker\(host:\S+ pid:\d+\)\] Job resize \(id={job}\) COMPLETED after \d+\.\d{{4}}",
+                            said[at + 3]), said
+
+
+def test_a_long_running_worker_says_its_throughput(engine, tmp_path):
+    out = tmp_path / "out"
+    for i in range(3):
+        djctl.enqueue(jobs.Touch(str(out), f"k{i}"))
+    djctl.enqueue(jobs.Fail())
+    log: list[str] = []
+    djctl.Worker(log=log.append, exit_on_complete=True, stats_every=0.0, sleep_delay=0.2).start()
+    assert any(line.startswith("*** Starting") for line in log)
+    said = [line.split("] ", 1)[1] for line in log if line.startswith("[Worker(")]
+    assert any(line.endswith(" RUN") for line in said), said
+    counted = [line for line in said if " jobs processed at " in line]
+    assert counted, said
+    totals = [re.fullmatch(r"(\d+) jobs processed at \d+\.\d{4} j/s, (\d+) failed", line) for line in counted]
+    assert all(totals) and sum(int(m[1]) for m in totals) == 4 and sum(int(m[2]) for m in totals) == 1, counted
