@@ -321,7 +321,7 @@ class Worker:
         if left:
             # Claiming them again at once would only spin: the next claim would find the
             # same jobs first in line. Other workers take them meanwhile.
-            hold = max(self.sleep_delay, 1.0) * 10
+            hold = max(self.sleep_delay or 0.0, 1.0) * 10
             p.hold_until = self.clock() + hold
             if p.until_empty:
                 p.idle = True  # what is ready is what it may not run: the pass is over
