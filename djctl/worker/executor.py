@@ -129,6 +129,9 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
                 break
             msg = decode_job(line)
             if msg.id in _revoked(revoke_fd, revoked):
+                # A revocation is for the copy in the pipe now: the job may come again,
+                # claimed anew.
+                revoked.discard(msg.id)
                 _write(write_fd, Skipped(msg.id).encode().encode())
                 continue
             _run_one(msg, decoder, journal, write_fd, say)
@@ -275,6 +278,14 @@ class Child:
         *lines, self.buffer = self.buffer.split(b"\n")
         return [decode_reply(line) for line in lines if line]
 
+    def unrevoke(self, job_id: int) -> None:
+        """Forget a revocation that came too late (the job had started): it must not
+        skip the job when it comes again."""
+        try:
+            os.write(self.revoke_fd, f"-{job_id}\n".encode())
+        except OSError:
+            pass
+
     def signal(self, sig: int) -> None:
         try:
             os.kill(self.pid, sig)
@@ -312,7 +323,12 @@ def _revoked(fd: int | None, into: set[int]) -> set[int]:
         return into
     try:
         while chunk := os.read(fd, 4096):
-            into.update(int(x) for x in chunk.split())
+            for word in chunk.split():
+                n = int(word)
+                if n < 0:
+                    into.discard(-n)
+                else:
+                    into.add(n)
     except BlockingIOError:
         pass
     return into

@@ -28,6 +28,8 @@ class Running:
     started: float | None = None
     deadline: float | None = None
     signalled: bool = False
+    revoked: bool = False
+    """The executor was told to skip it (it may have started all the same)."""
     given_back: bool = False
     """Revoked so that another worker may run it: never started here, never renewed."""
     released: bool = False
@@ -77,6 +79,9 @@ class InFlight:
         """Revoke the unstarted jobs whose claim is no longer ``held``; their ids."""
         lost = [r.job.id for r in self.sent if r.started is None and not r.given_back and r.job.id not in held]
         if self.child is not None:
+            for r in self.sent:
+                if r.job.id in lost:
+                    r.revoked = True
             for job_id in lost:
                 self.child.revoke(job_id)
         return lost
@@ -108,6 +113,8 @@ class InFlight:
         running = sent[0] if sent[0].job.id == msg.id else next(r for r in sent if r.job.id == msg.id)
         running.name = msg.name
         running.started = self.clock()
+        if running.revoked and self.child is not None:
+            self.child.unrevoke(running.job.id)
         running.max_attempts = msg.max_attempts
         # Stopped before its claim could look expired to other workers, too.
         fresh = self.fresh.pop(running.job.id, running.started)
@@ -136,7 +143,7 @@ class InFlight:
             return []
         running = self.sent[0]
         for r in waiting:
-            r.given_back = True
+            r.given_back = r.revoked = True
             self.child.revoke(r.job.id)
         ready, _, _ = select.select([self.child.from_child], [], [], 0)
         if ready:

@@ -227,3 +227,17 @@ def test_a_long_running_worker_says_its_throughput(engine, tmp_path):
     assert counted, said
     totals = [re.fullmatch(r"(\d+) jobs processed at \d+\.\d{4} j/s, (\d+) failed", line) for line in counted]
     assert all(totals) and sum(int(m[1]) for m in totals) == 4 and sum(int(m[2]) for m in totals) == 1, counted
+
+
+def test_a_job_given_back_runs_when_the_same_worker_claims_it_again(db_url, djctl_env, tmp_path, procs, engine):
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    slow = djctl.enqueue(jobs.Gate(str(out), str(gate)))
+    quick = djctl.enqueue(jobs.Touch(str(out), "quick"), priority=1)
+    worker = start(procs, tmp_path, djctl_env, "work", "--exit-on-complete", "--read-ahead", "5")
+    wait_for(lambda: any("gave back 1 job(s) claimed ahead of it" in line for line in worker.lines),
+             timeout=DEADLINE)
+    gate.touch()
+    assert worker.wait() == 0, worker.lines
+    assert [line.split()[0] for line in out.read_text().splitlines()] == ["start", "end", "quick"]
+    assert row(engine, slow) is None and row(engine, quick) is None
+    assert any(f"Job Touch (id={quick}) COMPLETED after " in line for line in worker.lines), worker.lines
