@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from djctl import aio, payload
-from djctl.payload import HandlerError, name_of
+from djctl.payload import HandlerError, MissingName, name_of
 
 
 def default_backoff(attempts: int) -> timedelta:
@@ -55,6 +55,16 @@ def display_name(data: dict) -> str:
         cls, _, meth = qual.rpartition(".")
         return f"{cls}#{meth}"
     return qual
+
+
+def target_name(handler: str) -> str:
+    """The code a handler names (``photos.jobs:WelcomeEmail``), for a job that cannot be
+    loaded; ``(undecodable handler)`` when the handler is not a djctl job at all."""
+    try:
+        data = payload.loads(handler)
+    except (HandlerError, RecursionError):
+        return "(undecodable handler)"
+    return str(data["job"] if "job" in data else data["call"])
 
 
 @dataclasses.dataclass
@@ -126,7 +136,7 @@ def _load(handler: str, decoder: payload.Decoder) -> LoadedJob:
             raise HandlerError(f"handler names {target_name!r} but its object is not a {cls.__name__}")
         fn = getattr(obj, method, None)
         if fn is None:
-            raise HandlerError(f"handler names {target_name!r}, which no longer exists")
+            raise MissingName(payload.missing_text(target_name))
         target: Any = obj
     else:
         fn = payload.resolve(target_name, decoder.packages)

@@ -39,6 +39,15 @@ class RecordNotFound(HandlerError):
     """A database object the job refers to no longer exists."""
 
 
+class NotAllowed(HandlerError):
+    """The handler names code outside the allowed packages."""
+
+
+class MissingName(HandlerError):
+    """The handler names something its (allowed, importable) module does not have: the
+    code that enqueued it may be newer than the code this process loaded."""
+
+
 # -- names -------------------------------------------------------------------
 
 _registered: set[str] = set()
@@ -79,7 +88,7 @@ def resolve(name: str, packages: Iterable[str]) -> Any:
     if not sep or not module or not qualname:
         raise HandlerError(f"handler names {name!r}, expected 'module:qualname'")
     if not is_allowed(module, packages):
-        raise HandlerError(
+        raise NotAllowed(
             f"handler names module {module!r}, which is outside the allowed packages "
             f"({', '.join(packages) or 'none configured: set --app or DJ_APP'})"
         )
@@ -93,11 +102,17 @@ def resolve(name: str, packages: Iterable[str]) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise HandlerError(f"handler names {name!r}, which no longer exists") from None
+            raise MissingName(missing_text(name)) from None
     owner = getattr(obj, "__module__", module)
     if isinstance(owner, str) and not is_allowed(owner, packages):
-        raise HandlerError(f"handler names {name!r}, defined in {owner!r} outside the allowed packages")
+        raise NotAllowed(f"handler names {name!r}, defined in {owner!r} outside the allowed packages")
     return obj
+
+
+def missing_text(name: str) -> str:
+    """What a worker says of a job naming ``name``, which its code does not have."""
+    return (f"handler names {name!r}, which no longer exists in the code this worker loaded; "
+            "if a deploy added it, restart the workers (djctl restart) - it is retried meanwhile")
 
 
 # -- values ------------------------------------------------------------------

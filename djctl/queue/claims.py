@@ -119,6 +119,11 @@ class Claims:
             "WHERE id IN :ids AND locked_by = :me",
             "ids",
         )
+        self._leave = _stmt(
+            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
+            "WHERE id = :id AND locked_by = :me"
+        )
         renew = "UPDATE delayed_jobs SET locked_at = :now WHERE id IN :ids AND locked_by = :me"
         if dialect in ("postgresql", "sqlite"):
             self._renew = _stmt(renew + " RETURNING id", "ids")
@@ -233,6 +238,12 @@ class Claims:
         if not ids:
             return 0
         return conn.execute(self._release, {"ids": list(ids), "me": self.locked_by, "now": now}).rowcount
+
+    def leave(self, conn: Connection, job_id: int, error: str, now: datetime) -> bool:
+        """Give back a job this worker may not run, as :meth:`release` does (same run_at,
+        attempt refunded), noting ``error`` as the reason; nothing unless still held."""
+        params = {"id": job_id, "me": self.locked_by, "error": error, "now": now}
+        return conn.execute(self._leave, params).rowcount == 1
 
     def renew(self, conn: Connection, ids: Sequence[int], now: datetime) -> set[int]:
         """Renew the claim on jobs this worker holds but has not started; returns those still held.

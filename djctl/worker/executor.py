@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from djctl import api, clock, config, payload
-from djctl.handlers import LoadedJob, default_backoff, load
+from djctl.handlers import LoadedJob, default_backoff, load, target_name
 from djctl.queue import engines as store
 from djctl.worker import descendants
 from djctl.worker.journal import Journal
-from djctl.worker.messages import Job, Reply, Result, Skipped, Started, decode_job, decode_reply
+from djctl.worker.messages import Job, Left, Reply, Result, Skipped, Started, decode_job, decode_reply
 
 
 class JobTimeout(Exception):
@@ -114,8 +114,12 @@ def _safe_hook(job: LoadedJob, name: str, *args: Any) -> None:
 
 
 def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
-          journal: Journal | None = None) -> None:
-    """The child's loop: run each job the parent sends, until the pipe closes or SIGUSR1."""
+          journal: Journal | None = None, say: str | None = None) -> None:
+    """The child's loop: run each job the parent sends, until the pipe closes or SIGUSR1.
+
+    With ``say`` (the worker's log prefix), the child writes each job's ``RUN`` line and,
+    when it succeeds, its ``COMPLETED after`` line to stdout itself: the worker shares that
+    stdout, and only the child can put them around the job's own output in order."""
     signal.signal(signal.SIGINT, _on_usr1)
     signal.signal(signal.SIGTERM, _on_usr1)
     signal.signal(signal.SIGUSR1, _on_usr1)
@@ -131,9 +135,12 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
                 break  # a line cut short: the worker closed the pipe mid-way, stopping
             msg = decode_job(line)
             if msg.id in _revoked(revoke_fd, revoked):
+                # A revocation is for the copy in the pipe now: the job may come again,
+                # claimed anew.
+                revoked.discard(msg.id)
                 _write(write_fd, Skipped(msg.id).encode().encode())
                 continue
-            _run_one(msg, decoder, journal, write_fd, std)
+            _run_one(msg, decoder, journal, write_fd, std, say)
             if _stopping:
                 break
     os._exit(0)
@@ -171,15 +178,13 @@ def _after_job(std: _StdStreams) -> None:
 
 
 def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: int,
-             std: _StdStreams) -> None:
+             std: _StdStreams, say: str | None = None) -> None:
     """Load and perform one job, telling the parent as it starts and as it ends."""
     try:
         job = load(msg.handler, decoder)
     except Exception as exc:  # noqa: BLE001 - importing the job's module may raise anything
         api.end_orm_session()
-        error = f"{type(exc).__name__}: {exc}" if isinstance(exc, payload.HandlerError) else error_text(exc)
-        _write(out, (Started(msg.id, "?", 0, msg.max_attempts).encode()
-                     + Result(msg.id, False, error).encode()).encode())
+        _write(out, _unloadable(msg, exc).encode())
         return
     limit = job.max_run_time(timedelta(seconds=msg.max_run_time)).total_seconds()
     max_attempts = job.max_attempts(msg.max_attempts)
@@ -190,18 +195,57 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: i
     if msg.attempts > max_attempts:
         _write(out, Result(msg.id, False, "attempts exhausted").encode().encode())
         return
+    if say is not None:
+        _print(f"{say}Job {job.name} (id={msg.id}) RUN")
     result = _outcome(job, msg)
-    # Before the result: once the worker reads it, nothing of this job may still run.
+    # Before the result: once the worker reads it, nothing of this job may still run, and
+    # the job's own output (flushed here) is in the log before the worker's COMPLETED line.
     _after_job(std)
     if result.ok and journal is not None:
         journal.finished(msg.id)
     _write(out, result.encode().encode())
 
 
+def _print(line: str) -> None:
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # nobody reads the log any more; the job's outcome still goes to the worker
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _unloadable(msg: Job, exc: Exception) -> str:
+    """The replies for a job that could not be loaded: left for another worker when this
+    one has no app configured; retried when its name is missing (the code that enqueued it
+    may be newer than ours); failed for good otherwise."""
+    error = error_text(exc)
+    if isinstance(exc, payload.HandlerError):
+        # The finer kinds are for deciding here; the log and last_error keep one name.
+        kind = "HandlerError" if isinstance(exc, (payload.NotAllowed, payload.MissingName)) else type(exc).__name__
+        error = f"{kind}: {exc}"
+    settings = config.current()
+    if isinstance(exc, payload.NotAllowed) and not (settings.app or settings.allow):
+        return Left(msg.id, error).encode()
+    retry_at = None
+    if isinstance(exc, payload.MissingName) and msg.attempts < msg.max_attempts:
+        retry_at = clock.utc_naive(clock.now() + default_backoff(msg.attempts))
+    started = Started(msg.id, target_name(msg.handler), 0, msg.max_attempts)
+    return started.encode() + Result(msg.id, False, error, retry_at).encode()
+
+
 def spawn(settings: config.Settings | None = None, journal_file: Path | None = None,
-          close: Sequence[int] = ()) -> tuple[int, int, int, int]:
+          close: Sequence[int] = (), say: str | None = None) -> tuple[int, int, int, int]:
     """Fork an executor working under ``settings`` (default: the current ones). The fds
-    ``close`` are closed in the child first thing, so no job code can reach them.
+    ``close`` are closed in the child first thing, so no job code can reach them; ``say``
+    is as for :func:`serve`.
 
     Returns (pid, fd to write jobs to, fd to read messages from, fd to revoke jobs on):
     a job id written to the last one, newline-terminated, is skipped if it has not
@@ -210,6 +254,7 @@ def spawn(settings: config.Settings | None = None, journal_file: Path | None = N
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     revoke_r, revoke_w = os.pipe()
+    _flush_output()  # or the child would write the worker's buffered lines a second time
     pid = os.fork()
     if pid == 0:
         try:
@@ -220,7 +265,7 @@ def spawn(settings: config.Settings | None = None, journal_file: Path | None = N
             if settings is not None:
                 # Its worker's allowed packages and database, not the process default.
                 config.set_current(settings)
-            serve(to_child_r, from_child_w, revoke_r, Journal(journal_file) if journal_file else None)
+            serve(to_child_r, from_child_w, revoke_r, Journal(journal_file) if journal_file else None, say)
         finally:
             os._exit(1)
     os.close(to_child_r)
@@ -233,8 +278,8 @@ class Child:
     """The worker's end of one executor child: send jobs, read replies, signal, reap."""
 
     def __init__(self, settings: config.Settings, journal_file: Path | None = None,
-                 close: Sequence[int] = ()) -> None:
-        self.pid, self.to_child, self.from_child, self.revoke_fd = spawn(settings, journal_file, close)
+                 close: Sequence[int] = (), say: str | None = None) -> None:
+        self.pid, self.to_child, self.from_child, self.revoke_fd = spawn(settings, journal_file, close, say)
         # Never blocking on the child: while it runs a job it reads nothing, and a worker
         # stuck in write() could not stop that job at its max_run_time, renew or stop.
         os.set_blocking(self.to_child, False)
@@ -287,6 +332,14 @@ class Child:
         *lines, self.buffer = self.buffer.split(b"\n")
         return [decode_reply(line) for line in lines if line]
 
+    def unrevoke(self, job_id: int) -> None:
+        """Forget a revocation that came too late (the job had started): it must not
+        skip the job when it comes again."""
+        try:
+            os.write(self.revoke_fd, f"-{job_id}\n".encode())
+        except OSError:
+            pass
+
     def signal(self, sig: int) -> None:
         try:
             os.kill(self.pid, sig)
@@ -326,7 +379,12 @@ def _revoked(fd: int | None, into: set[int]) -> set[int]:
         return into
     try:
         while chunk := os.read(fd, 4096):
-            into.update(int(x) for x in chunk.split())
+            for word in chunk.split():
+                n = int(word)
+                if n < 0:
+                    into.discard(-n)
+                else:
+                    into.add(n)
     except BlockingIOError:
         pass
     return into

@@ -12,10 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from djctl import clock, config
-from djctl.handlers import default_backoff
+from djctl.handlers import default_backoff, target_name
 from djctl.queue.claims import ClaimedJob
 from djctl.worker.executor import Child
-from djctl.worker.messages import Job, Outcome, Reply, Result, Started
+from djctl.worker.messages import Job, Left, Outcome, Reply, Result, Started
 
 
 @dataclass
@@ -28,6 +28,12 @@ class Running:
     started: float | None = None
     deadline: float | None = None
     signalled: bool = False
+    revoked: bool = False
+    """The executor was told to skip it (it may have started all the same)."""
+    given_back: bool = False
+    """Revoked so that another worker may run it: never started here, never renewed."""
+    released: bool = False
+    """Given back and released in the table: no longer this worker's, whatever happens."""
 
 
 class InFlight:
@@ -36,36 +42,46 @@ class InFlight:
     to the front of ``pending``."""
 
     def __init__(self, settings: config.Settings, journal_file: Path, *, max_run_time: timedelta,
-                 kill_grace: float, clock: Callable[[], float], close: Sequence[int] = ()) -> None:
+                 kill_grace: float, clock: Callable[[], float], close: Sequence[int] = (),
+                 say: str | None = None, on_start: Callable[[Running], None] | None = None) -> None:
         self.settings = settings
         self.journal_file = journal_file
         self.max_run_time = max_run_time.total_seconds()
         self.kill_grace = kill_grace
         self.clock = clock
         self.close = tuple(close)
+        self.say = say
+        """The log prefix the executor writes its RUN lines with, if it writes them."""
+        self.on_start = on_start
+        """Called as each job starts, when the executor does not say it."""
         self.sent: deque[Running] = deque()
         self.child: Child | None = None
         self.fresh: dict[int, float] = {}
         """Job id -> clock when its locked_at was last written."""
         self.job_seconds = 0.05
         """A moving average of how long jobs take; assume slow at first."""
+        self.skipped_held: list[int] = []
+        """Given back, skipped by the executor, still claimed: to be released."""
 
     def send(self, jobs: Sequence[ClaimedJob], max_attempts: int) -> bool:
         """Hand ``jobs`` to the executor; True when a new child had to be forked."""
         self.sent.extend(Running(j, max_attempts) for j in jobs)
         forked = self.child is None
         if forked:
-            self.child = Child(self.settings, self.journal_file, close=self.close)
+            self.child = Child(self.settings, self.journal_file, close=self.close, say=self.say)
         self.child.send([Job(j.id, j.handler, j.attempts, max_attempts, self.max_run_time) for j in jobs])
         return forked
 
     def unstarted(self) -> list[int]:
-        return [r.job.id for r in self.sent if r.started is None]
+        return [r.job.id for r in self.sent if r.started is None and not r.given_back]
 
     def revoke_lost(self, held: set[int]) -> list[int]:
         """Revoke the unstarted jobs whose claim is no longer ``held``; their ids."""
-        lost = [r.job.id for r in self.sent if r.started is None and r.job.id not in held]
+        lost = [r.job.id for r in self.sent if r.started is None and not r.given_back and r.job.id not in held]
         if self.child is not None:
+            for r in self.sent:
+                if r.job.id in lost:
+                    r.revoked = True
             for job_id in lost:
                 self.child.revoke(job_id)
         return lost
@@ -77,8 +93,15 @@ class InFlight:
                 continue
             running = self.sent.popleft()
             assert running.job.id == msg.id, "executor answered out of order"
+            if isinstance(msg, Left):
+                outcomes.append(Outcome(running.job, target_name(running.job.handler), False, msg.error, left=True))
+                continue
             if not isinstance(msg, Result):
-                continue  # skipped: revoked before it started
+                # Skipped: revoked before it started. Given back, but too late to be
+                # sure of it at the time: still ours, to release now.
+                if running.given_back and not running.released:
+                    self.skipped_held.append(running.job.id)
+                continue
             took = None
             if running.started is not None:
                 took = self.clock() - running.started
@@ -90,11 +113,46 @@ class InFlight:
         running = sent[0] if sent[0].job.id == msg.id else next(r for r in sent if r.job.id == msg.id)
         running.name = msg.name
         running.started = self.clock()
+        if running.revoked and self.child is not None:
+            self.child.unrevoke(running.job.id)
         running.max_attempts = msg.max_attempts
         # Stopped before its claim could look expired to other workers, too.
         fresh = self.fresh.pop(running.job.id, running.started)
         expires = fresh + self.max_run_time
         running.deadline = min(running.started + msg.max_run_time, expires) if msg.max_run_time else None
+        if self.on_start is not None and msg.max_run_time:  # 0: it could not be loaded, never ran
+            self.on_start(running)
+
+    def running_for(self) -> float | None:
+        """How long the job in the executor's hands has been running; None when none is."""
+        if self.sent and self.sent[0].started is not None:
+            return self.clock() - self.sent[0].started
+        return None
+
+    def give_back(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> list[int]:
+        """Revoke the jobs waiting behind the running one; the ids of those the executor
+        will surely skip, for the caller to release now.
+
+        The executor looks for revoked jobs only after it has written the result of the
+        job before: if no result of the running job is readable after the revocation was
+        written, the executor will see it before starting the next one. Otherwise some
+        may start anyway (and run here), or be skipped later (see ``skipped_held``).
+        """
+        waiting = [r for r in self.sent if r.started is None and not r.given_back]
+        if self.child is None or not waiting:
+            return []
+        running = self.sent[0]
+        for r in waiting:
+            r.given_back = r.revoked = True
+            self.child.revoke(r.job.id)
+        ready, _, _ = select.select([self.child.from_child], [], [], 0)
+        if ready:
+            self.read(outcomes, pending)
+        if not self.sent or self.sent[0] is not running:
+            return []
+        for r in waiting:
+            r.released = True
+        return [r.job.id for r in waiting]
 
     def read(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
         """The child has something to say (or has gone)."""
@@ -137,7 +195,12 @@ class InFlight:
             outcomes.append(Outcome(job, running.name, False, f"job process {how} while running this job",
                                     retry_at, took))
         while self.sent:
-            pending.appendleft(self.sent.pop().job)
+            running = self.sent.pop()
+            if running.given_back:
+                if not running.released:
+                    self.skipped_held.append(running.job.id)
+                continue
+            pending.appendleft(running.job)
 
     def drain(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
         """Let the executor end: read to its end, for a job whose Started message still sits

@@ -8,6 +8,7 @@ path (a no-op job costs a few of these):
     executor -> worker   Started  {"s": id, "name", "max_run_time", "max_attempts"}
                          Result   {"r": id, "ok": true}  |  {"r": id, "ok": false, "error", "retry_at"}
                          Skipped  {"r": id, "skipped": true}   (revoked before it started)
+                         Left     {"r": id, "left": true, "error"}  (this worker may not run it)
 """
 
 from __future__ import annotations
@@ -76,7 +77,19 @@ class Skipped:
         return _dumps({"r": self.id, "skipped": True}) + "\n"
 
 
-Reply = Started | Result | Skipped
+@dataclass(frozen=True, slots=True)
+class Left:
+    """The job names code this worker may not run (it has no app configured): it did not
+    run, and goes back for a worker that can run it, its attempt refunded."""
+
+    id: int
+    error: str
+
+    def encode(self) -> str:
+        return _dumps({"r": self.id, "left": True, "error": self.error}) + "\n"
+
+
+Reply = Started | Result | Skipped | Left
 
 
 def decode_job(line: bytes | str) -> Job:
@@ -86,12 +99,14 @@ def decode_job(line: bytes | str) -> Job:
 
 
 def decode_reply(line: bytes | str) -> Reply:
-    """A :class:`Started`, :class:`Result` or :class:`Skipped` from its line (the worker's end)."""
+    """A :class:`Started`, :class:`Result`, :class:`Skipped` or :class:`Left` from its line (the worker's end)."""
     m = json.loads(line)
     if "s" in m:
         return Started(m["s"], m["name"], m["max_run_time"], m["max_attempts"])
     if m.get("skipped"):
         return Skipped(m["r"])
+    if m.get("left"):
+        return Left(m["r"], m["error"])
     if m["ok"]:
         return Result(m["r"], True)
     return Result(m["r"], False, m.get("error"), _naive_utc(m.get("retry_at")))
@@ -108,7 +123,8 @@ def _naive_utc(text: str | None) -> datetime | None:
 class Outcome:
     """How one run of a claimed job ended, as the worker records and reports it.
 
-    ``run_time`` is None when the job never started (it could not be loaded)."""
+    ``run_time`` is None when the job never started (it could not be loaded). A job
+    ``left`` did not run: this worker may not run its code, and gives it back."""
 
     job: ClaimedJob
     name: str
@@ -116,8 +132,9 @@ class Outcome:
     error: str | None = None
     retry_at: datetime | None = None
     run_time: float | None = None
+    left: bool = False
 
     @property
     def final(self) -> bool:
         """A failure with no retry: the job is marked failed (a recurring job is never final)."""
-        return not self.ok and self.retry_at is None and not self.job.recurring
+        return not self.ok and not self.left and self.retry_at is None and not self.job.recurring

@@ -25,8 +25,11 @@ Kind = Literal["completed", "failed", "failed_permanently"]
 def line(o: Outcome) -> str:
     """The report line of ``o`` (without the worker's ``[Worker(...)]`` prefix)."""
     if o.ok:
-        return f"Job {o.name} (id={o.job.id}) COMPLETED"
+        took = "" if o.run_time is None else f" after {o.run_time:.4f}"
+        return f"Job {o.name} (id={o.job.id}) COMPLETED{took}"
     first = o.error.splitlines()[0] if o.error else "unknown error"
+    if o.left:
+        return f"Job {o.name} (id={o.job.id}) LEFT for a worker that can run it: {first}"
     if o.final:
         return (f"Job {o.name} (id={o.job.id}) FAILED permanently because of {o.job.attempts} "
                 f"consecutive failures: {first}")
@@ -105,14 +108,27 @@ class Events:
             self.fd = None  # the reader is gone for good
 
 
+def throughput(jobs: int, seconds: float, failed: int) -> str:
+    """The periodic line of a long-running worker: ``N jobs processed at X j/s, M failed``."""
+    return f"{jobs} jobs processed at {jobs / max(seconds, 1e-9):.4f} j/s, {failed} failed"
+
+
 class Report:
-    """Says each outcome: its report line through ``say``, and its event when asked for."""
+    """Says each outcome, once it is recorded: its report line through ``say``, and its
+    event when asked for. (The RUN line comes from the executor when it shares our output,
+    so that it precedes the job's own output; COMPLETED is only said here, after the
+    database has the outcome — never by the process that ran the job.)"""
 
     def __init__(self, say: Callable[[str], None], events: Events) -> None:
         self.say = say
         self.events = events
 
+    def started(self, name: str, job_id: int) -> None:
+        """Say that the job starts (when the executor does not say it)."""
+        self.say(f"Job {name} (id={job_id}) RUN")
+
     def outcome(self, o: Outcome) -> None:
         self.say(line(o))
-        if self.events.fd is not None:  # no event to build on the hot path when nobody listens
+        # A job left did not run: it is no finished run to count.
+        if self.events.fd is not None and not o.left:  # no event to build on the hot path when nobody listens
             self.events.send(Event.of(o))

@@ -26,13 +26,15 @@ class Round:
     """What one round does. ``claim`` jobs are claimed (0: none); with ``maintenance``,
     the claims ``waiting`` (held, not started) are renewed and dead workers' released.
     ``known`` is every claim the worker knows it holds: after a failed round, any other
-    row locked in its name was claimed without its hearing of it, and goes back."""
+    row locked in its name was claimed without its hearing of it, and goes back.
+    ``release`` are claims it gives back unstarted, for another worker to run."""
 
     outcomes: Sequence[Outcome] = ()
     claim: int = 0
     maintenance: bool = False
     waiting: Sequence[int] = ()
     known: Collection[int] = ()
+    release: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Rounds:
         try:
             with conn.begin():
                 done = self._record(conn, r.outcomes, now, claiming=r.claim > 0)
+                self.claims.release(conn, r.release, now)
                 if self.unsure:
                     mine = [i for (i,) in conn.execute(_mine, {"me": self.claims.locked_by}) if i not in r.known]
                     self.claims.release(conn, mine, now)
@@ -124,7 +127,9 @@ class Rounds:
         if not claiming:
             self.claims.complete(conn, done)
         for o in outcomes:
-            if o.job.recurring:
+            if o.left:
+                self.claims.leave(conn, o.job.id, o.error or "", now)
+            elif o.job.recurring:
                 self.claims.reschedule(conn, o.job.id, next_run(o.job, now), now, o.error)
             elif not o.ok:
                 self.claims.fail(conn, o.job.id, o.error or "", now, o.retry_at, self.destroy_failed)

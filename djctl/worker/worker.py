@@ -28,13 +28,23 @@ from djctl.errors import one_line
 from djctl.queue import engines as store
 from djctl.queue.claims import ClaimedJob, Claims, Filter
 from djctl.worker import identity, journal
-from djctl.worker.inflight import InFlight
+from djctl.worker.inflight import InFlight, Running
 from djctl.worker.messages import Outcome
-from djctl.worker.report import Events, Report
+from djctl.worker.report import Events, Report, throughput
 from djctl.worker.rounds import Claimed, Round, Rounds
 from djctl.worker.wakeup import Waker, open_waker
 
 Log = Callable[[str], None]
+
+STATS_EVERY = 60.0
+"""Seconds between a long-running worker's ``N jobs processed at X j/s`` lines."""
+STATS_JOBS = 10_000
+"""...or jobs, whichever comes first."""
+
+GIVE_BACK_AFTER = 1.0
+"""Seconds a job may run before the jobs claimed ahead of it go back to the queue. The
+read-ahead holds about 0.1 s of work; a job ten times that is slow, and another worker
+may be idle. (Sooner would churn claims behind jobs that are merely not instant.)"""
 
 
 def _stdout_log(line: str) -> None:
@@ -74,6 +84,11 @@ class _Pass:
     failures: int = 0
     claimed: int = 0
     idle: bool = False  # the last claim found nothing ready
+    hold_until: float = 0.0  # after leaving jobs it may not run, no claim before this
+    since: tuple[float, int, int] = (0.0, 0, 0)
+    """When the last throughput line was said, and the counts then."""
+    give_back: list[int] = field(default_factory=list)
+    """Claims given back unstarted, not yet released in the table."""
     next_poll: float = 0.0
     next_maintenance: float = 0.0
     next_listen: float = 0.0  # when to try LISTEN (or the doorbell) again after losing it
@@ -102,6 +117,8 @@ class Worker:
     settings: config.Settings | None = None
     log: Log = _stdout_log
     clock: Callable[[], float] = time.monotonic
+    stats_every: float = STATS_EVERY
+    """Seconds between throughput lines from ``start()``; also said every STATS_JOBS jobs."""
 
     name: str = field(init=False, default="")
     _stop: bool = field(init=False, default=False)
@@ -165,7 +182,11 @@ class Worker:
                              destroy_failed=self.settings.destroy_failed_jobs)
         if self._events is None:  # once: work_off may run many passes
             self._events = Events.from_env(os.environ, self._say)
+        # Writing to our stdout, the executor says RUN itself, ahead of the job's own
+        # output; to another log, we say it.
+        executor_says = self.log is _stdout_log
         self.report = Report(self._say, self._events)
+        p.since = (self.clock(), 0, 0)
         self._journal = journal.path(self._url, os.getpid())
         journal.reset(self._journal)  # a previous worker's with this pid has long been dealt with
         self._wake_r, self._wake_w = os.pipe()
@@ -173,8 +194,13 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         if p.announce:
             self.log(f"*** Starting job worker {self.name}")
+            if not (self.settings.app or self.settings.allow):
+                self._say("WARNING: no app configured, so no job's code may run here; set --app, DJ_APP "
+                          "or app in [tool.djctl] of pyproject.toml. Jobs are left for a worker that can run them.")
         self.inflight = InFlight(self.settings, self._journal, max_run_time=self.max_run_time,
-                                 kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited())
+                                 kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited(),
+                                 say=f"[Worker({self.name})] " if executor_says else None,
+                                 on_start=None if executor_says else self._started)
         try:
             if not p.until_empty:
                 self._listen(p, first=True)
@@ -208,13 +234,17 @@ class Worker:
             p.stop_said = True
             self._say("Exiting...")
             _flush()
+        slow = self._give_back(p)
         want = (
-            not self._stop
+            not slow
+            and not self._stop
             and (p.limit is None or p.claimed < p.limit)
             and len(p.pending) + len(self.inflight.sent) <= self._window() // 2
             and (not p.idle or now >= p.next_poll)
+            and now >= p.hold_until
+            and not any(o.left for o in p.outcomes)  # the claim would take them right back
         )
-        if (p.outcomes or want or now >= p.next_maintenance) and now >= p.db_retry_at:
+        if (p.outcomes or want or p.give_back or now >= p.next_maintenance) and now >= p.db_retry_at:
             self._database(p, now, want)
         self._dispatch(p)
         if not self.inflight.sent and not p.outcomes:
@@ -253,6 +283,7 @@ class Worker:
             # held back, or revoked from the executor.
             waiting=[j.id for j in p.pending] + self.inflight.unstarted(),
             known={j.id for j in p.pending} | {r.job.id for r in self.inflight.sent} | {o.job.id for o in p.outcomes},
+            release=list(p.give_back),
         )
         stamp = self.clock()  # no later than the locked_at the round writes
         try:
@@ -263,6 +294,7 @@ class Worker:
             p.db_backoff = min(p.db_backoff * 2, 10.0)
             return
         p.db_backoff = 0.5
+        p.give_back.clear()
         self._settled(p, got, stamp)
         if maintenance:
             # Often enough that claims waiting in the read-ahead are renewed
@@ -295,13 +327,56 @@ class Worker:
         _flush()
 
     def _reported(self, p: _Pass) -> None:
+        left = 0
         for o in p.outcomes:
-            if o.ok:
+            if o.left:
+                left += 1
+            elif o.ok:
                 p.successes += 1
             else:
                 p.failures += 1
             self.report.outcome(o)
         p.outcomes.clear()
+        if p.announce:
+            self._throughput(p)
+        if left:
+            # Claiming them again at once would only spin: the next claim would find the
+            # same jobs first in line. Other workers take them meanwhile.
+            hold = max(self.sleep_delay or 0.0, 1.0) * 10
+            p.hold_until = self.clock() + hold
+            if p.until_empty:
+                p.idle = True  # what is ready is what it may not run: the pass is over
+            self._say(f"left {left} job(s) it may not run; claiming again in {hold:g}s")
+
+    def _started(self, running: Running) -> None:
+        self.report.started(running.name, running.job.id)
+
+    def _throughput(self, p: _Pass) -> None:
+        """Now and then, how many jobs ran since the last time, how fast, how many failed."""
+        at, successes, failures = p.since
+        now = self.clock()
+        jobs = p.successes + p.failures - successes - failures
+        if jobs and (now - at >= self.stats_every or jobs >= STATS_JOBS):
+            self._say(throughput(jobs, now - at, p.failures - failures))
+            p.since = (now, p.successes, p.failures)
+
+    def _give_back(self, p: _Pass) -> bool:
+        """True while the job in hand has run past GIVE_BACK_AFTER: then the jobs claimed
+        ahead of it go back (released in the next round, attempt refunded), so that
+        another worker can take them, and no more are claimed until it ends."""
+        p.give_back.extend(self.inflight.skipped_held)
+        self.inflight.skipped_held.clear()
+        took = self.inflight.running_for()
+        if took is None or took < GIVE_BACK_AFTER:
+            return False
+        running = self.inflight.sent[0]
+        ids = self.inflight.give_back(p.outcomes, p.pending) + [j.id for j in p.pending]
+        p.pending.clear()
+        if ids:
+            self._say(f"Job {running.name} (id={running.job.id}) has run {took:.1f}s: gave back "
+                      f"{len(ids)} job(s) claimed ahead of it, for another worker")
+            p.give_back.extend(ids)
+        return True
 
     def _listen(self, p: _Pass, first: bool = False) -> None:
         """Open wake-ups (LISTEN, or the doorbell); without them the worker polls."""
@@ -373,6 +448,8 @@ class Worker:
         candidates = [self.sleep_delay]
         if p.idle:
             candidates.append(p.next_poll - now)
+        if p.hold_until > now:
+            candidates.append(p.hold_until - now)
         if p.db_retry_at > now:
             candidates.append(p.db_retry_at - now)
         elif p.outcomes:
@@ -380,12 +457,16 @@ class Worker:
         sent = self.inflight.sent
         if sent and sent[0].deadline is not None:
             candidates.append(sent[0].deadline - now)
+        took = self.inflight.running_for()
+        if took is not None and took < GIVE_BACK_AFTER and (p.pending or len(sent) > 1):
+            candidates.append(GIVE_BACK_AFTER - took)
         return max(0.0, min(candidates))
 
     def _shutdown(self, p: _Pass) -> None:
         """Leave nothing half-done: wait for the job in hand, record outcomes, give back the rest."""
         self.inflight.drain(p.outcomes, p.pending)
-        unstarted = [r.job.id for r in self.inflight.sent] + [j.id for j in p.pending]
+        unstarted = ([r.job.id for r in self.inflight.sent] + [j.id for j in p.pending]
+                     + p.give_back + self.inflight.skipped_held)
         for attempt in range(3):
             try:
                 self.rounds.finish(p.outcomes, unstarted)

@@ -126,9 +126,11 @@ def test_work_announces_itself_and_works_the_named_queues(db_url, djctl_env, tmp
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     me = f"host:{HOST} pid:{proc.pid}"
-    assert stdout.splitlines() == [
+    assert [line.rsplit(" after ", 1)[0] for line in stdout.splitlines()] == [
         f"*** Starting job worker {me}",
+        f"[Worker({me})] Job Touch (id={c}) RUN",
         f"[Worker({me})] Job Touch (id={c}) COMPLETED",
+        f"[Worker({me})] Job Touch (id={a}) RUN",
         f"[Worker({me})] Job Touch (id={a}) COMPLETED",
         f"*** Exiting job worker {me}",
     ]

@@ -83,7 +83,7 @@ def completed_ids(app: App) -> Counter:
     """How many times the workers logged each job id as COMPLETED."""
     found = Counter()
     for line in app.log():
-        m = re.search(r"\(id=(\d+)\) COMPLETED$", line)
+        m = re.search(r"\(id=(\d+)\) COMPLETED( after [0-9.]+)?$", line)
         if m:
             found[int(m[1])] += 1
     return found

@@ -51,7 +51,10 @@ def test_work_off_runs_ready_jobs_and_deletes_them(engine, tmp_path):
     assert lines(out) == ["k0", "k1", "k2"]
     assert count(str(engine.url)) == 0
     me = f"host:{HOST} pid:{os.getpid()}"
-    assert log == [f"[Worker({me})] Job Touch (id={i}) COMPLETED" for i in ids]
+    assert [line for line in log if line.endswith(" RUN")] == [f"[Worker({me})] Job Touch (id={i}) RUN" for i in ids]
+    done = [line for line in log if " RUN" not in line]
+    assert [line.rsplit(" after ", 1)[0] for line in done] == [
+        f"[Worker({me})] Job Touch (id={i}) COMPLETED" for i in ids]
     assert worker().work_off() == (0, 0)
 
 
@@ -326,5 +329,5 @@ def test_worker_name_is_host_and_pid(engine, tmp_path):
     job_id = djctl.enqueue(jobs.Gate(str(tmp_path / "out"), str(tmp_path / "gate"), limit=0))
     log: list[str] = []
     worker(log).work_off()
-    assert re.fullmatch(rf"\[Worker\(host:{re.escape(HOST)} pid:{os.getpid()}\)\] Job Gate \(id={job_id}\) COMPLETED",
+    assert re.fullmatch(rf"\[Worker\(host:{re.escape(HOST)} pid:{os.getpid()}\)\] Job Gate \(id={job_id}\) RUN",
                         log[0])

@@ -48,7 +48,7 @@ def _outcome(ok: bool, retry: bool = False, attempts: int = 1, error: str | None
 
 
 def test_report_lines_are_delayed_jobs():
-    assert line(_outcome(True)) == "Job Mailer#send (id=9) COMPLETED"
+    assert line(_outcome(True)) == "Job Mailer#send (id=9) COMPLETED after 0.2500"
     assert line(_outcome(False, retry=True, attempts=3, error="RuntimeError: x\ntrace")) == (
         "Job Mailer#send (id=9) FAILED (2 prior attempts) with RuntimeError: x")
     assert line(_outcome(False, attempts=25, error="E: y")) == (
