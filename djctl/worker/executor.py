@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from djctl import api, config, payload
+from djctl import api, config, payload, proctitle
 from djctl.queue import engines as store
 from djctl.handlers import LoadedJob, load
 from djctl.worker.journal import Journal
@@ -154,7 +154,9 @@ def serve(read_fd: int, write_fd: int, revoke_fd: int | None = None,
             if msg["attempts"] > max_attempts:
                 out.send({"r": msg["id"], "ok": False, "error": "attempts exhausted", "retry_at": None})
                 continue
+            proctitle.set_title(proctitle.job_title(msg["id"], job.target, job.name))
             result = _outcome(job, msg)
+            proctitle.set_title(proctitle.executor_title())
             if result["ok"] and journal is not None:
                 journal.finished(msg["id"])
             out.send(result)

@@ -25,7 +25,7 @@ import psutil
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from djctl import api, config
+from djctl import api, config, proctitle
 from djctl.queue import claims as claim
 from djctl.worker import executor
 from djctl.worker import journal
@@ -215,6 +215,7 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         if announce:
             self.log(f"*** Starting job worker {self.name}")
+            proctitle.set_title(proctitle.process_name())
         waker: Waker | None = None
         child: _Executor | None = None
         self._conn: Connection | None = None
