@@ -64,6 +64,11 @@ class LogPanel(Panel):
         self.query_one(RichLog).clear()
         self._drain()
 
+    @property
+    def shown(self) -> list[str]:
+        """The log lines the panel holds now, as the log file has them, oldest first."""
+        return list(self._kept)
+
     def on_mount(self) -> None:
         super().on_mount()
         self.set_interval(0.25, self._drain)
