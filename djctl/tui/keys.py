@@ -38,7 +38,13 @@ ACTIONS = [
     Key("question_mark", "help", "Help", "What each key does", 2),
     Key("q", "quit", "Quit", "Quit", 1),
 ]
-SHOWN = {"plus": "+", "minus": "-", "slash": "/", "question_mark": "?"}
+LOG_KEYS = [
+    Key("escape", "app.pop_screen", "Back", "Back to the dashboard", 1),
+    Key("p", "focus_filter", "Filter -p", "Show one process type or process", 3),
+    Key("w", "wrap", "Wrap on/off", "Wrap long lines, or cut them and scroll sideways", 2),
+    Key("q", "quit", "Quit", "Quit", 4),
+]
+SHOWN = {"escape": "esc", "plus": "+", "minus": "-", "slash": "/", "question_mark": "?"}
 HELP = [(SHOWN.get(k.key, k.key), k.what) for k in ACTIONS] + [
     ("tab", "Move between the processes, queues and failed jobs"),
     ("enter", "The selected failed job's traceback, full screen"),

@@ -6,9 +6,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input, RichLog
+from textual.widgets import Input, RichLog
 
 from djctl.daemon import client
+from djctl.tui.keys import LOG_KEYS, KeyBar
 from djctl.tui.logview import LogPanel
 
 
@@ -17,14 +18,14 @@ class LogScreen(Screen[None]):
     Lines wrap, so a failure's reason is read in full at any width; ``w`` stops wrapping
     (then ← and → scroll sideways)."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("l", "app.pop_screen", "Back", show=False),
-                Binding("p,slash", "focus_filter", "Filter -p"), Binding("w", "wrap", "Wrap on/off")]
+    BINDINGS = [Binding("l", "app.pop_screen", "Back", show=False), Binding("slash", "focus_filter", show=False)] + [
+        Binding(k.key, k.action, k.label) for k in LOG_KEYS]
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="-p: a process type (worker) or a process (worker.1); empty: everything",
                     id="proc-filter")
-        yield LogPanel(keep=5000, wrap=True, id="full-log")
-        yield Footer()
+        yield LogPanel(keep=5000, wrap=True, toggle=True, id="full-log")
+        yield KeyBar(LOG_KEYS)
 
     def on_mount(self) -> None:
         self.query_one(RichLog).focus()

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Sequence
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.widgets import RichLog
 
@@ -41,14 +42,17 @@ def render_line(line: str) -> Text:
 
 class LogPanel(Panel):
     """The log's tail; lines are pushed in by :meth:`write`, never read here. ``wrap``
-    folds long lines onto the next rows instead of cutting them at the right edge."""
+    folds long lines onto the next rows instead of cutting them at the right edge;
+    ``toggle`` says that ``w`` changes that."""
 
     TITLE = "Log"
 
-    def __init__(self, keep: int = 1000, wrap: bool = False, id: str | None = None) -> None:
+    def __init__(self, keep: int = 1000, wrap: bool = False, toggle: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self.keep = keep
         self.wrap = wrap
+        self.toggle = toggle
+        """Whether ``w`` toggles wrapping here (the subtitle says so)."""
         self.count = 0
         """How many log lines arrived since the panel was (re)attached."""
         self._kept: deque[str] = deque(maxlen=keep)
@@ -76,12 +80,23 @@ class LogPanel(Panel):
     def toggle_wrap(self) -> None:
         """Wrap long lines, or stop wrapping them (then ← → scroll sideways)."""
         self.wrap = not self.wrap
+        self.query_one(RichLog).wrap = self.wrap
+        self._rewrite()
+        self._subtitle()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Lines are wrapped when written, at the width of that moment: fold them again.
+        if self.wrap and event.size.width != getattr(self, "_wrapped_at", None):
+            self._wrapped_at = event.size.width
+            self._rewrite()
+        # A panel that grew or shrank still shows the newest lines.
+        self.query_one(RichLog).scroll_end(animate=False, immediate=False)
+
+    def _rewrite(self) -> None:
         view = self.query_one(RichLog)
-        view.wrap = self.wrap
         view.clear()
         for line in self._kept:
             view.write(render_line(line))
-        self._subtitle()
 
     def _drain(self) -> None:
         if getattr(self, "_follower", None) is None:
@@ -94,6 +109,8 @@ class LogPanel(Panel):
         parts = [f"-p {self._filter_text}"] if getattr(self, "_filter_text", "") else []
         if follower is not None:
             parts.append(follower.status)
+        if self.toggle:
+            parts.append("w: unwrap" if self.wrap else "w: wrap, ← →: scroll")
         self.border_subtitle = " · ".join(parts)
 
     def write(self, lines: Sequence[str]) -> None:
