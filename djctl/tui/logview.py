@@ -58,7 +58,9 @@ class LogPanel(Panel):
         self._kept: deque[str] = deque(maxlen=keep)
 
     def compose(self) -> ComposeResult:
-        yield RichLog(max_lines=self.keep, wrap=self.wrap, markup=False, id="log-lines")
+        # min_width: RichLog renders at least 78 cells wide, which cuts wrapped lines on
+        # an 80-column terminal (the border, padding and scrollbar take the rest).
+        yield RichLog(max_lines=self.keep, wrap=self.wrap, markup=False, min_width=1, id="log-lines")
 
     def attach(self, follower: LogFollower, filter_text: str = "") -> None:
         """Show what ``follower`` (running elsewhere) reads from now on, instead of what was shown."""

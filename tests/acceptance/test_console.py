@@ -1,0 +1,125 @@
+"""`djctl top` on a real `djctl up`, in a real 80x24 terminal (tmux), and the process
+that runs a job as ps and the console see it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import djctl
+from djctl import config
+from djctl.tui.sources import DatabaseSource, JobFilter
+from tests.acceptance.console_jobs import Spin
+from tests.conftest import djctl_cmd, wait_for
+from tests.jobs import Fail
+
+PROMPT = "READY$ "
+APP = "tests.jobs,tests.acceptance"
+REASON = ("could not read /srv/imports/2026-11-22/customers-of-the-north-region.csv because "
+          "the importer user has no permission on /srv/imports")
+
+
+class Terminal:
+    """A tmux session of ``size`` running an interactive bash, on a tmux server of its own."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], size: tuple[int, int] = (80, 24)) -> None:
+        self.socket = str(tmp_path / "tmux.sock")
+        rc = tmp_path / "bashrc"
+        rc.write_text(f"PS1='{PROMPT}'\n")
+        subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", "new-session", "-d", "-x", str(size[0]),
+                        "-y", str(size[1]), "-s", "top", "-c", str(tmp_path), f"bash --noprofile --rcfile {rc}"],
+                       env={**env, "TERM": "xterm-256color"}, check=True)
+
+    def type(self, *keys: str) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "send-keys", "-t", "top", *keys], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "top"], capture_output=True,
+                              text=True, check=True).stdout
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+
+
+def until_shown(term: Terminal, predicate, message: str, timeout: float = 30) -> None:
+    """Wait for ``predicate(screen)``; on timeout, fail showing the screen as it is then."""
+    try:
+        wait_for(lambda: predicate(term.screen()), timeout=timeout, interval=0.1, message=message)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the terminal shows:\n{term.screen()}") from None
+
+
+def unwrapped(screen: str) -> str:
+    """The screen's text with panel borders removed and every row joined by one space,
+    so that a wrapped line reads as the sentence it is."""
+    rows = [re.sub(r"^[│▊ ]+|[│▎ ▁▂▃▄▅▆▇█]+$", "", row) for row in screen.splitlines()]
+    return " ".join(r for r in rows if r)
+
+
+@pytest.fixture
+def supervised(db_kind, djctl_env, tmp_path):
+    """`djctl up` with one worker, on SQLite and PostgreSQL; `djctl down` afterwards."""
+    if db_kind == "mysql":
+        pytest.skip("the console is accepted on SQLite and PostgreSQL")
+    env = dict(djctl_env, DJ_APP=APP, DJ_MAX_ATTEMPTS="1")
+    (tmp_path / "Procfile").write_text(f"worker: {sys.executable} -m djctl work\n")
+    up = subprocess.run(djctl_cmd("up"), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    try:
+        yield env
+    finally:
+        subprocess.run(djctl_cmd("down"), env=env, cwd=tmp_path, capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_failure_reason_reads_in_full_at_80x24(supervised, tmp_path):
+    djctl.enqueue(Fail(REASON))
+    term = Terminal(tmp_path, supervised)
+    try:
+        wait_for(lambda: term.screen().rstrip().endswith(PROMPT.rstrip()), message="the shell prompt")
+        term.type(" ".join(djctl_cmd("top", "--refresh", "0.2")), "Enter")
+        until_shown(term, lambda s: "Failed jobs (1)" in s and "FAILED" in s, "the failed job and its log line",
+                    timeout=60)
+        dashboard = term.screen()
+        assert "supervisor running" in dashboard and "worker=1" in dashboard
+        assert "[Worker(" not in dashboard, "the log repeats the worker's name"
+        term.type("l")
+        until_shown(term, lambda s: REASON in unwrapped(s), "the whole reason in the full-screen log")
+        assert all(len(row) <= 80 for row in term.screen().splitlines())
+        term.type("w")  # unwrapped, the line is cut at the edge and its end is off screen
+        until_shown(term, lambda s: "w: wrap" in s and REASON not in unwrapped(s), "the log unwrapped")
+        term.type("w")
+        until_shown(term, lambda s: REASON in unwrapped(s), "the log wrapped again")
+        term.type("Escape")  # alone: Escape then q at once reads as alt+q
+        until_shown(term, lambda s: "Failed jobs (1)" in s, "the dashboard again")
+        term.type("q")
+        until_shown(term, lambda s: s.rstrip().endswith(PROMPT.rstrip()), "the prompt back")
+    finally:
+        term.close()
+
+
+def test_the_console_measures_the_process_running_the_job(supervised, tmp_path):
+    stop = tmp_path / "stop"
+    job_id = djctl.enqueue(Spin(str(stop)))
+    source = DatabaseSource(config.current())
+
+    def spinning():
+        rows = [p for p in source.snapshot(JobFilter()).processes if p.name == "worker.1" and p.job]
+        return rows and rows[0].cpu is not None and rows[0].cpu > 50 and rows[0]
+    try:
+        row = wait_for(spinning, timeout=60, interval=0.5,
+                       message="worker.1 running the job at more than 50 % CPU in the console")
+        assert f"(id={job_id})" in row.job
+        titles = subprocess.run(["ps", "-o", "args=", "--ppid", str(row.pid)], capture_output=True,
+                                text=True, check=True).stdout.splitlines()
+        assert f"djctl worker.1 job {job_id} tests.acceptance.console_jobs:Spin" in [t.strip() for t in titles]
+        own = subprocess.run(["ps", "-o", "args=", "-p", str(row.pid)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert own == "djctl worker.1"
+    finally:
+        stop.touch()
