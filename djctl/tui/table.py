@@ -74,25 +74,25 @@ class RowTable(DataTable):
         return [self._all[i].label for i, _ in self._shown]
 
     def on_mount(self) -> None:
-        self._rebuild()
+        self._rebuild(None)
 
     def on_resize(self, event: events.Resize) -> None:
         if fit(self._all, [c for _, c in self._rows], self._room()) != self._shown:
-            self._rebuild()
+            self._rebuild(self.selected_key())
 
     def fill(self, rows: list[tuple[str, tuple]]) -> None:
         """Show ``rows`` (key, cells for every column), keeping the cursor on its key."""
         if rows == self._rows:
             return
+        keep = self.selected_key()
         self._rows = rows
-        self._rebuild()
+        self._rebuild(keep)
 
     def _room(self) -> int:
         # The vertical scrollbar takes its cells whether it shows or not, so nothing jumps.
         return max(1, self.size.width - self.styles.scrollbar_size_vertical)
 
-    def _rebuild(self) -> None:
-        keep = self.selected_key()
+    def _rebuild(self, keep: str | None) -> None:
         self._shown = fit(self._all, [c for _, c in self._rows], self._room())
         self.clear(columns=True)
         for i, width in self._shown:
