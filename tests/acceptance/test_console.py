@@ -154,3 +154,25 @@ def _children_titled(pid: int, title: str) -> int | None:
         if args.strip() == title:
             return int(child)
     return None
+
+
+def test_processes_are_listed_as_ps_lists_them(db_kind, djctl_env, tmp_path):
+    if db_kind == "mysql":
+        pytest.skip("the console is accepted on SQLite and PostgreSQL")
+    # Procfile order, not alphabetical: ps lists worker before alpha, and so must the console.
+    idle = f"{sys.executable} -m djctl work --queues nothing"
+    (tmp_path / "Procfile").write_text(f"worker: {idle}\nalpha: {idle}\n")
+    up = subprocess.run(djctl_cmd("up", "--formation", "worker=2", "--formation", "alpha=1"), env=djctl_env,
+                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    try:
+        def ps_order() -> list[str]:
+            out = subprocess.run(djctl_cmd("ps"), env=djctl_env, cwd=tmp_path, capture_output=True, text=True,
+                                 timeout=60).stdout
+            return [line.split(":")[0] for line in out.splitlines() if line and not line.startswith("===")]
+        order = wait_for(lambda: len(o := ps_order()) == 3 and o, timeout=60, message="three processes")
+        assert order == ["worker.1", "worker.2", "alpha.1"]
+        shown = [p.name for p in DatabaseSource(config.current()).snapshot(JobFilter()).processes]
+        assert shown == order
+    finally:
+        subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)
