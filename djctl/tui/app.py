@@ -41,8 +41,7 @@ class DjctlTop(App[None]):
 
     CSS_PATH = "djctl.tcss"
     TITLE = "djctl top"
-    BINDINGS = [Binding(k.key, k.action, k.label) for k in ACTIONS] + [
-        Binding("enter", "traceback", "Traceback", show=False)]
+    BINDINGS = [Binding(k.key, k.action, k.label) for k in ACTIONS]
 
     def __init__(self, source: Source, clock: Clock = utcnow, refresh: float = 1.0, window: int = 120) -> None:
         super().__init__()

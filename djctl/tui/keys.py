@@ -47,7 +47,7 @@ LOG_KEYS = [
 SHOWN = {"escape": "esc", "plus": "+", "minus": "-", "slash": "/", "question_mark": "?"}
 HELP = [(SHOWN.get(k.key, k.key), k.what) for k in ACTIONS] + [
     ("tab", "Move between the processes, queues and failed jobs"),
-    ("enter", "The selected failed job's traceback, full screen"),
+    ("enter", "On a failed job: its traceback, full screen, the job's own frames first"),
     ("ctrl+p", "Command palette"),
 ]
 

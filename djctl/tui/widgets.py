@@ -218,9 +218,9 @@ class FailedPanel(Panel):
         self.traceback = traceback or ""
         self.query_one("#traceback", Static).update(Text(own_frames_first(self.traceback), style="red"))
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.app.run_action("traceback")
+        await self.app.run_action("traceback")
 
     def selected(self) -> FailedJob | None:
         key = self.query_one(RowTable).selected_key()

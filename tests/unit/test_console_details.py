@@ -156,3 +156,17 @@ async def test_column_widths_shrink_after_a_process_leaves():
         source.snap = snapshot(processes=[short, replace(long, state="down", pid=None, job=None)])
         await refreshed(pilot, app, lambda: job_width() < len(long.job))
         assert job_width() == len("job")
+
+
+@pilot_test
+async def test_enter_on_a_failed_job_shows_its_traceback_full_screen():
+    app = DjctlTop(ChangingSource(snapshot(failures(range(1, 4)))), clock=lambda: NOW, refresh=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, app)
+        app.dashboard.query_one("#failed", RowTable).focus()
+        await until(pilot, lambda: "boom 3" in app.dashboard.query_one(FailedPanel).traceback, "the traceback")
+        await pilot.press("enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "TracebackScreen", "the traceback screen")
+        assert "boom 3" in str(app.screen.query_one("#full-traceback").render())
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard again")
