@@ -100,13 +100,13 @@ async def test_a_delete_never_targets_a_job_out_of_sight():
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
         assert app.screen.question.startswith(f"Delete job {chosen} ")
         await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the question dismissed")
         # Scrolled away by hand, the selection is out of sight: d refuses rather than guess.
         table.scroll_to(y=0, animate=False)
         await until(pilot, lambda: not table.cursor_in_view(), "the selection out of sight")
         await pilot.press("d")
-        await pilot.pause(0.3)
+        await until(pilot, lambda: any("off screen" in str(n.message) for n in app._notifications), "the refusal")
         assert not isinstance(app.screen, ConfirmScreen)
-        assert any("off screen" in str(n.message) for n in app._notifications)
     assert source.deleted == []
 
 
