@@ -176,3 +176,20 @@ def test_processes_are_listed_as_ps_lists_them(db_kind, djctl_env, tmp_path):
         assert shown == order
     finally:
         subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)
+
+
+def test_ps_and_ps_all_hosts_show_the_same_start(db_kind, djctl_env, tmp_path):
+    (tmp_path / "Procfile").write_text(f"worker: {sys.executable} -m djctl work --queues nothing\n")
+    up = subprocess.run(djctl_cmd("up"), env=djctl_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    try:
+        def listed(*args: str) -> dict[str, str]:
+            out = subprocess.run(djctl_cmd("ps", *args), env=djctl_env, cwd=tmp_path, capture_output=True,
+                                 text=True, timeout=60).stdout
+            return {m[1]: m[2] for m in re.finditer(r"^(\S+): up (\S+ \S+ \S+)", out, re.M)}
+        local = wait_for(lambda: listed().get("worker.1") and listed(), timeout=60, message="worker.1 up in ps")
+        everywhere = wait_for(lambda: listed("--all-hosts").get("worker.1") and listed("--all-hosts"), timeout=60,
+                              message="worker.1 up in ps --all-hosts")
+        assert everywhere["worker.1"] == local["worker.1"]
+    finally:
+        subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)
