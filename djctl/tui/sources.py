@@ -246,8 +246,10 @@ class DatabaseSource:
         found: list[ProcessRow] = []
         if ps is not None:
             for p in ps.get("processes") or []:
+                # As ps shows it: an up process since it started, others since their state began.
+                since = p.get("started_at") if p["state"] == "up" and p.get("started_at") else p.get("since")
                 found.append(ProcessRow(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
-                                     _parse_time(p.get("since")), str(p.get("command") or "")))
+                                     _parse_time(since), str(p.get("command") or "")))
             named = {p.type for p in found}
             for t in ps.get("types") or {}:
                 if t not in named:
