@@ -16,13 +16,13 @@ from djctl.daemon import control
 from djctl.daemon.logs import events as job_events
 from djctl.daemon.logs import reader
 from djctl.daemon.logs.events import COMPLETED, OUTCOMES
-from djctl.daemon.logs.format import SOURCES, LogFilter
+from djctl.daemon.logs.format import SOURCES, LogFilter, LogLine
 from djctl.daemon.paths import Paths, StateDirError, ensure_private_dir
 
 NotRunning = control.NotRunning
 ControlError = control.ControlError
 
-__all__ = ["COMPLETED", "OUTCOMES", "ControlError", "LogFilter", "NotRunning", "SOURCES", "StateDirError",
+__all__ = ["COMPLETED", "OUTCOMES", "ControlError", "LogFilter", "LogLine", "NotRunning", "SOURCES", "StateDirError",
            "SupervisorClient", "ensure_state_dir", "follow_events", "follow_log"]
 
 

@@ -46,6 +46,8 @@ class ProcessInfo:
             "since": self.since.isoformat(),
             "command": self.command,
         }
+        if self.started_at is not None:
+            out["started_at"] = self.started_at.isoformat()
         if self.host is not None:
             out["host"] = self.host
             out["heartbeat_at"] = self.heartbeat_at.isoformat() if self.heartbeat_at else None
@@ -55,6 +57,7 @@ class ProcessInfo:
     def from_dict(cls, data: Mapping) -> ProcessInfo:
         """Inverse of :meth:`as_dict`."""
         beat = data.get("heartbeat_at")
+        started = data.get("started_at")
         return cls(
             name=data["name"],
             type=data["type"],
@@ -62,6 +65,7 @@ class ProcessInfo:
             state=State(data["state"]),
             since=datetime.fromisoformat(data["since"]),
             command=data["command"],
+            started_at=datetime.fromisoformat(started) if started else None,
             host=data.get("host"),
             heartbeat_at=datetime.fromisoformat(beat) if beat else None,
         )

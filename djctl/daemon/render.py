@@ -115,8 +115,11 @@ def stamp(when: datetime) -> str:
 
 
 def process_line(p: ProcessInfo, now: datetime) -> str:
-    """``worker.1: up 2026/11/22 10:04:05 +0000 (~ 3m ago)``"""
-    return f"{p.name}: {p.state.value} {stamp(p.since)} ({ago((now - p.since).total_seconds())} ago)"
+    """``worker.1: up 2026/11/22 10:04:05 +0000 (~ 3m ago)``: an up process shows when
+    it started, which is what every host's heartbeat records, so ``ps`` and ``ps
+    --all-hosts`` show the same instant; any other state when it was entered."""
+    when = p.started_at if p.state is State.UP and p.started_at is not None else p.since
+    return f"{p.name}: {p.state.value} {stamp(when)} ({ago((now - when).total_seconds())} ago)"
 
 
 def ps_text(

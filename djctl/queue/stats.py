@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, text, union_all
+from sqlalchemy import Connection, Integer, and_, bindparam, func, literal, or_, select, text, union_all
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from djctl import config
 from djctl.handlers import display_name
@@ -160,8 +162,9 @@ class FailedJob:
 
 @dataclass(frozen=True)
 class FailedFilter:
-    """Which failed jobs a listing shows: ``job_class`` matches the handler and ``text``
-    the handler or ``last_error`` (case-insensitive substrings; empty matches all)."""
+    """Which failed jobs a listing shows: ``job_class`` matches the name of the job's
+    class or function (``shop.jobs:Resize``), never its arguments, and ``text`` the
+    handler or ``last_error`` (case-insensitive substrings; empty matches all)."""
 
     job_class: str = ""
     text: str = ""
@@ -170,11 +173,41 @@ class FailedFilter:
         t = delayed_jobs.c
         out = []
         if self.job_class:
-            out.append(t.handler.ilike(_like(self.job_class), escape="\\"))
+            out.append(_names_job(t.handler, self.job_class))
         if self.text:
             pat = _like(self.text)
             out.append(or_(t.last_error.ilike(pat, escape="\\"), t.handler.ilike(pat, escape="\\")))
         return out
+
+
+class _position(FunctionElement):
+    """Where ``needle`` first occurs in ``haystack`` (1-based; 0: nowhere), on every dialect."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_position)
+def _position_instr(element, compiler, **kw) -> str:
+    haystack, needle = list(element.clauses)
+    return f"instr({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)})"
+
+
+@compiles(_position, "postgresql")
+def _position_strpos(element, compiler, **kw) -> str:
+    haystack, needle = list(element.clauses)
+    return f"strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)})"
+
+
+def _names_job(handler, job_class: str):
+    """``handler`` names a job class or function containing ``job_class``. A handler opens
+    with ``{"job":"module:Class"`` or ``{"call":"module:function"`` and a name holds no
+    quote: its head up to the first quote from the 10th character on is the key and the
+    name, so a pattern anchored at both ends of that head never reaches the arguments."""
+    head = func.substr(handler, 1, 9 + _position(func.substr(handler, 10), literal('"')))
+    name = _like(job_class)
+    return or_(head.ilike('{"job":"' + name + '"', escape="\\"),
+               head.ilike('{"call":"' + name + '"', escape="\\"))
 
 
 def _like(value: str) -> str:

@@ -12,183 +12,29 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
-from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual import work
+from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
-from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Input, Label, Log, Static
+from textual.screen import Screen
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from djctl import api, config
 from djctl.daemon import client
 from djctl.errors import one_line as _one_line
+from djctl.tui.dashboard import Dashboard, status_line
+from djctl.tui.dialogs import ConfirmScreen, FilterScreen, HelpScreen, TracebackScreen
+from djctl.tui.keys import ACTIONS
+from djctl.tui.logscreen import LogScreen
 from djctl.tui.logtail import EventFollower, LogFollower, Throughput
-from djctl.tui.sources import (
-    DEFAULT_QUEUE,
-    ActionError,
-    Clock,
-    DatabaseSource,
-    JobFilter,
-    Snapshot,
-    Source,
-    queue_label,
-    utcnow,
-)
-from djctl.tui.widgets import FailedPanel, Frame, LogPanel, Panel, ProcessPanel, QueuePanel, ThroughputPanel
+from djctl.tui.logview import LogPanel
+from djctl.tui.messages import Done, Loaded, TracebackLoaded
+from djctl.tui.sources import ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source, queue_label, utcnow
+from djctl.tui.table import RowTable
+from djctl.tui.tracebacks import own_frames_first
+from djctl.tui.widgets import FailedPanel, Frame, Panel, ProcessPanel, QueuePanel
 
-# One table for the key bindings, the help screen and the command palette:
-# (key, action, footer label, what it does).
-ACTIONS = [
-    ("plus", "scale(1)", "Scale up", "Scale the selected process type up by one"),
-    ("minus", "scale(-1)", "Scale down", "Scale the selected process type down by one"),
-    ("r", "retry", "Retry", "Retry the selected failed job"),
-    ("R", "retry_all", "Retry all", "Retry all failed jobs shown (those the filter lets through)"),
-    ("d", "delete", "Delete", "Delete the selected failed job (asks first)"),
-    ("D", "delete_all", "Delete all", "Delete all failed jobs shown (asks first)"),
-    ("c", "clear_queue", "Clear queue", "Clear the selected queue: delete all its jobs (asks first)"),
-    ("slash", "filter", "Filter", "Filter by queue, job class and text"),
-    ("l", "log", "Log", "The log, full screen; filter it like djctl logs -p"),
-    ("question_mark", "help", "Help", "What each key does"),
-    ("q", "quit", "Quit", "Quit"),
-]
-_SHOWN = {"plus": "+", "minus": "-", "slash": "/", "question_mark": "?"}
-KEYS = [(_SHOWN.get(key, key), what) for key, _, _, what in ACTIONS] + [
-    ("tab", "Move between the processes, queues and failed jobs"),
-    ("ctrl+p", "Command palette"),
-]
-
-
-class Loaded(Message):
-    """A refresh finished (``snapshot``) or failed (``error``), having taken ``cost`` seconds."""
-
-    def __init__(self, snapshot: Snapshot | None, error: str = "", cost: float = 0.0) -> None:
-        super().__init__()
-        self.snapshot, self.error, self.cost = snapshot, error, cost
-
-
-class Done(Message):
-    """An operator action finished: ``text`` to show, as an error or not."""
-
-    def __init__(self, text: str, error: bool = False) -> None:
-        super().__init__()
-        self.text, self.error = text, error
-
-
-class TracebackLoaded(Message):
-    def __init__(self, job_id: int, traceback: str | None) -> None:
-        super().__init__()
-        self.job_id, self.traceback = job_id, traceback
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """Asks before a destructive action. Cancel has the focus: Enter alone changes nothing."""
-
-    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
-
-    def __init__(self, question: str, verb: str = "Delete") -> None:
-        super().__init__()
-        self.question, self.verb = question, verb
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label(self.question, id="question")
-            with Horizontal(id="buttons"):
-                yield Button("Cancel", id="cancel", variant="primary")
-                yield Button(self.verb, id="confirm", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm")
-
-
-class FilterScreen(ModalScreen["JobFilter | None"]):
-    """Edits the filter: queue (exact), job class, text."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
-
-    def __init__(self, current: JobFilter) -> None:
-        super().__init__()
-        self.current = current
-
-    def compose(self) -> ComposeResult:
-        with Grid(id="dialog"):
-            yield Label("Filter (empty: everything; Enter applies, Esc cancels)", id="filter-title")
-            yield Label("queue")
-            yield Input(self.current.queue or "", placeholder=f"name, or {DEFAULT_QUEUE}", id="queue")
-            yield Label("job class")
-            yield Input(self.current.job_class, placeholder="e.g. Newsletter", id="job_class")
-            yield Label("text")
-            yield Input(self.current.text, placeholder="in the error or the arguments", id="text")
-
-    @on(Input.Submitted)
-    def _apply(self) -> None:
-        value = {i.id: i.value.strip() for i in self.query(Input)}
-        self.dismiss(JobFilter(value["queue"] or None, value["job_class"], value["text"]))
-
-
-class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label("djctl top — keys", id="help-title")
-            for key, what in KEYS:
-                yield Static(f"[b]{key:>7}[/b]  {what}")
-            yield Static("\nProcesses come from every host sharing the database; throughput from this host's log.",
-                         classes="dim")
-
-
-class LogScreen(Screen[None]):
-    """The log, full screen, filtered by process type or process (``-p worker``, ``-p worker.1``)."""
-
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("l", "app.pop_screen", "Back", show=False),
-                Binding("p,slash", "focus_filter", "Filter -p")]
-
-    def compose(self) -> ComposeResult:
-        yield Input(placeholder="-p: a process type (worker) or a process (worker.1); empty: everything",
-                    id="proc-filter")
-        yield LogPanel(keep=5000, id="full-log")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one(Log).focus()
-        self.app.follow_log(self, None)
-
-    def action_focus_filter(self) -> None:
-        self.query_one("#proc-filter", Input).focus()
-
-    @on(Input.Submitted, "#proc-filter")
-    def _filter(self, event: Input.Submitted) -> None:
-        proc = event.value.strip().removeprefix("-p").strip() or None
-        try:
-            client.LogFilter(proc=proc)
-        except ValueError as e:
-            self.notify(str(e), severity="error")
-            return
-        self.app.follow_log(self, proc)
-        self.query_one(Log).focus()
-
-
-class Dashboard(Screen[None]):
-    """The main screen: every panel at once."""
-
-    def compose(self) -> ComposeResult:
-        yield Static("", id="status")
-        yield ProcessPanel(id="process-panel")
-        with Horizontal(id="middle"):
-            yield QueuePanel(id="queue-panel")
-            yield ThroughputPanel(id="throughput-panel")
-        yield FailedPanel(id="failed-panel")
-        yield LogPanel(id="log-panel")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.app.start()
+__all__ = ["DjctlTop", "run_console"]
 
 
 class DjctlTop(App[None]):
@@ -196,7 +42,7 @@ class DjctlTop(App[None]):
 
     CSS_PATH = "djctl.tcss"
     TITLE = "djctl top"
-    BINDINGS = [Binding(key, action, label) for key, action, label, _ in ACTIONS]
+    BINDINGS = [Binding(k.key, k.action, k.label) for k in ACTIONS]
 
     def __init__(self, source: Source, clock: Clock = utcnow, refresh: float = 1.0, window: int = 120) -> None:
         super().__init__()
@@ -265,21 +111,15 @@ class DjctlTop(App[None]):
         frame = Frame(self.snapshot, api.utc_naive(now), done, failed, self.throughput.rates(now))
         for panel in self.dashboard.query(Panel).results():
             panel.show(frame)
+        self.dashboard.arrange_panels()
         self._status()
 
     def _status(self, error: str = "") -> None:
-        parts = [f"djctl top · {self.source.description}", self.clock().strftime("%Y-%m-%d %H:%M:%S UTC")]
-        if self.snapshot is not None:
-            sup = self.snapshot.supervisor
-            parts.append("supervisor running" if sup.running else sup.note or "no supervisor running")
-        if self.filter.describe():
-            parts.append(f"filter: {self.filter.describe()}")
-        if error:
-            parts.append(f"[b red]{error}[/]")
+        line = status_line(self.snapshot, self.source.description, self.clock(), self.filter, error)
         # query, not query_one: a refresh may land while the app is closing and the
         # dashboard's widgets are already gone.
         for status in self.dashboard.query("#status").results(Static):
-            status.update(" · ".join(parts))
+            status.update(line)
 
     # -- the log ------------------------------------------------------------------
 
@@ -337,9 +177,15 @@ class DjctlTop(App[None]):
         self._act(lambda: _jobs("Retrying", self.source.retry_failed(flt)))
 
     def action_delete(self) -> None:
-        job = self.dashboard.query_one(FailedPanel).selected()
+        panel = self.dashboard.query_one(FailedPanel)
+        job = panel.selected()
         if job is None:
             self.notify("no failed job selected", severity="warning")
+            return
+        if not panel.query_one(RowTable).cursor_in_view():
+            # New failures arrive at the top and push the selection down, out of sight.
+            self.notify(f"the selected job ({job.id}) is off screen: select the job to delete first",
+                        severity="warning")
             return
         self._confirm(f"Delete job {job.id} ({job.name})?", lambda: _jobs("Deleted", self.source.delete([job.id])))
 
@@ -347,8 +193,7 @@ class DjctlTop(App[None]):
         flt = self.filter
         total = self.snapshot.failed_total if self.snapshot else 0
         scope = f" matching {flt.describe()}" if flt.describe() else ""
-        self._confirm(f"Delete all {total} failed jobs shown{scope}?",
-                      lambda: _jobs("Deleted", self.source.delete_failed(flt)))
+        self._confirm(f"Delete {_all_shown(total)}{scope}?", lambda: _jobs("Deleted", self.source.delete_failed(flt)))
 
     def action_clear_queue(self) -> None:
         row = self.dashboard.query_one(QueuePanel).selected()
@@ -374,6 +219,14 @@ class DjctlTop(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    def action_traceback(self) -> None:
+        panel = self.dashboard.query_one(FailedPanel)
+        job = panel.selected()
+        if job is None or self.screen is not self.dashboard:
+            return
+        self.push_screen(TracebackScreen(f"Job {job.id} ({job.name}) failed — Esc closes",
+                                         own_frames_first(panel.traceback or job.error)))
+
     def on_failed_panel_selected(self, message: FailedPanel.Selected) -> None:
         self._traceback(message.job_id)
 
@@ -390,9 +243,14 @@ class DjctlTop(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for _, action, label, what in ACTIONS:
-            if action not in ("quit", "help"):
-                yield SystemCommand(label, what, partial(self.run_action, action))
+        for k in ACTIONS:
+            if k.action not in ("quit", "help"):
+                yield SystemCommand(k.label, k.what, partial(self.run_action, k.action))
+
+
+def _all_shown(n: int) -> str:
+    """``the 1 failed job shown``, ``all 3 failed jobs shown``."""
+    return "the 1 failed job shown" if n == 1 else f"all {n} failed jobs shown"
 
 
 def _jobs(verb: str, n: int) -> str:

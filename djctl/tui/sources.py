@@ -242,8 +242,10 @@ class DatabaseSource:
         found: list[ProcessRow] = []
         if ps is not None:
             for p in ps.get("processes") or []:
+                # As ps shows it: an up process since it started, others since their state began.
+                since = p.get("started_at") if p["state"] == "up" and p.get("started_at") else p.get("since")
                 found.append(ProcessRow(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
-                                     _parse_time(p.get("since")), str(p.get("command") or "")))
+                                     _parse_time(since), str(p.get("command") or "")))
             named = {p.type for p in found}
             for t in ps.get("types") or {}:
                 if t not in named:
@@ -266,7 +268,12 @@ class DatabaseSource:
             cpu, mem = self._usage(p.pid) if p.local and p.state not in ("down", "crashed") else (None, None)
             out.append(replace(p, cpu=cpu, memory=mem, job=job[0] if job else None,
                                 job_since=job[1] if job else None))
-        out.sort(key=lambda p: (not p.local, p.host, p.type, _number(p.name)))
+        # As ``djctl ps`` lists them: this host's types in Procfile order, then every other
+        # host's as ``ps --all-hosts`` does (by host and type); by index within a type.
+        order = list((ps or {}).get("types") or {})
+        out.sort(key=lambda p: (not p.local, p.host, order.index(p.type) if p.type in order else len(order),
+                                p.type, _number(p.name)))
+        self._psutil = {pid: proc for pid, proc in self._psutil.items() if proc.is_running()}
         return out
 
     def _registry_rows(self, conn: Connection) -> list[Any]:
@@ -291,17 +298,29 @@ class DatabaseSource:
         return {names[r.locked_by]: (f"{stats.job_name(r.handler or '')} (id={r.id})", r.locked_at) for r in rows}
 
     def _usage(self, pid: int | None) -> tuple[float | None, int | None]:
+        """CPU percent and RSS of the process that does ``pid``'s work: a worker runs its
+        jobs in an executor child, so a process with children is measured by them."""
         if pid is None:
             return None, None
         try:
-            proc = self._psutil.get(pid)
-            if proc is None or not proc.is_running():
-                proc = self._psutil[pid] = psutil.Process(pid)
-            with proc.oneshot():
-                return proc.cpu_percent(None), proc.memory_info().rss
+            proc = self._process(pid)
+            doers = [self._process(c.pid) for c in proc.children(recursive=True)] or [proc]
+            cpu, rss = 0.0, 0
+            for p in doers:
+                with p.oneshot():
+                    cpu += p.cpu_percent(None)
+                    rss += p.memory_info().rss
+            return cpu, rss
         except (psutil.Error, OSError):
             self._psutil.pop(pid, None)
             return None, None
+
+    def _process(self, pid: int) -> psutil.Process:
+        # Kept between refreshes: cpu_percent measures since the previous call on the same object.
+        proc = self._psutil.get(pid)
+        if proc is None or not proc.is_running():
+            proc = self._psutil[pid] = psutil.Process(pid)
+        return proc
 
     # -- acting -------------------------------------------------------------------
 

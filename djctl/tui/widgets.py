@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import DataTable, Log, Sparkline, Static
+from textual.widgets import DataTable, Sparkline, Static
 
 from djctl.queue.stats import FailedJob
-from djctl.tui.logtail import LogFollower
 from djctl.tui.sources import ProcessRow, QueueRow, Snapshot, queue_label
+from djctl.tui.table import Column, RowTable
+from djctl.tui.tracebacks import own_frames_first
 
 
 @dataclass(frozen=True)
@@ -74,42 +75,14 @@ class Panel(Vertical):
         raise NotImplementedError
 
 
-class RowTable(DataTable):
-    """A row-cursor table refilled from keyed rows, keeping the cursor on the same key."""
-
-    def __init__(self, *columns: str, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self._columns = columns
-        self._rows: list[tuple[str, tuple]] = []
-
-    def on_mount(self) -> None:
-        self.add_columns(*self._columns)
-
-    def fill(self, rows: list[tuple[str, tuple]]) -> None:
-        if rows == self._rows:
-            return
-        keep = self.selected_key()
-        self._rows = rows
-        self.clear()
-        for key, cells in rows:
-            self.add_row(*cells, key=key)
-        keys = [k for k, _ in rows]
-        if keep in keys:
-            self.move_cursor(row=keys.index(keep), animate=False)
-
-    def selected_key(self) -> str | None:
-        if not self._rows or not (0 <= self.cursor_row < len(self._rows)):
-            return None
-        return self._rows[self.cursor_row][0]
-
-
 class ProcessPanel(Panel):
     TITLE = "Processes"
 
     def compose(self) -> ComposeResult:
         yield Static("", id="process-note")
-        yield RowTable("process", "host", "pid", "state", "uptime", "cpu", "mem", "job", "running for",
-                       id="processes")
+        yield RowTable(Column("process"), Column("host", 6), Column("pid", 4), Column("state"),
+                       Column("uptime", 5), Column("cpu", 2), Column("mem", 3), Column("job", 2, stretch=True),
+                       Column("running for", 4), id="processes")
 
     def show(self, frame: Frame) -> None:
         snap = frame.snapshot
@@ -143,11 +116,14 @@ class QueuePanel(Panel):
     TITLE = "Queues"
 
     def compose(self) -> ComposeResult:
-        yield RowTable("queue", "priority", "ready", "scheduled", "running", "failed", "oldest ready", id="queues")
+        yield RowTable(Column("queue"), Column("pri", 2), Column("ready"), Column("sched", 5), Column("running", 4),
+                       Column("failed", 2), Column("oldest", 3), id="queues")
 
     def show(self, frame: Frame) -> None:
         rows = frame.snapshot.queues
-        self._by_key = {f"{queue_label(q.queue)}|{q.priority}": q for q in rows}
+        # The deepest first: on a small screen the queues that back up are the ones shown.
+        deepest = sorted(rows, key=lambda q: (-q.ready, -q.failed, queue_label(q.queue), q.priority))
+        self._by_key = {f"{queue_label(q.queue)}|{q.priority}": q for q in deepest}
         self.query_one(RowTable).fill([
             (k, (queue_label(q.queue), str(q.priority), str(q.ready), str(q.scheduled), str(q.running),
                  Text(str(q.failed), style="red" if q.failed else ""), age(_since(frame.now, q.oldest_ready))))
@@ -162,27 +138,36 @@ class QueuePanel(Panel):
 
 
 class ThroughputPanel(Panel):
+    """Job outcomes per second. ``errors`` are attempts that raised (retried later, or
+    failed for good): jobs failed for good are what the other panels call ``failed``."""
+
     TITLE = "Throughput"
 
     def compose(self) -> ComposeResult:
         yield Static("", id="rates")
-        yield Static("done", classes="spark-label")
-        yield Sparkline([], id="done")
-        yield Static("failed", classes="spark-label")
-        yield Sparkline([], id="failures")
+        with Horizontal(classes="spark-row"):
+            yield Static("done", classes="spark-label")
+            yield Sparkline([], id="done")
+        with Horizontal(classes="spark-row"):
+            yield Static("errors", classes="spark-label")
+            yield Sparkline([], id="failures")
 
     def show(self, frame: Frame) -> None:
         done, failed = frame.rates
         self.query_one("#rates", Static).update(
-            Text.assemble(("done ", ""), (f"{done:.1f}/s", "bold green"), ("   failed ", ""),
-                          (f"{failed:.1f}/s", "bold red"), ("   (last 10 s)", "dim")))
+            Text.assemble(("done ", ""), (f"{done:.1f}/s", "bold green"), ("  errors ", ""),
+                          (f"{failed:.1f}/s", "bold red"), no_wrap=True, overflow="crop"))
         self.query_one("#done", Sparkline).data = list(frame.done)
         self.query_one("#failures", Sparkline).data = list(frame.failed)
-        self.border_subtitle = f"last {len(frame.done)} s, this host"
+        self.border_subtitle = f"rates over 10 s, charts {len(frame.done)} s, this host"
 
 
 class FailedPanel(Panel):
+    """Jobs failed for good, newest first, and the selected one's traceback."""
+
     TITLE = "Failed jobs"
+    traceback = ""
+    """The selected job's last error as loaded (empty until it arrives)."""
 
     class Selected(Message):
         """The operator moved to failed job ``job_id``: its traceback is wanted."""
@@ -192,7 +177,8 @@ class FailedPanel(Panel):
             self.job_id = job_id
 
     def compose(self) -> ComposeResult:
-        yield RowTable("id", "job", "queue", "priority", "attempts", "failed", "error", id="failed")
+        yield RowTable(Column("id"), Column("job"), Column("queue", 4), Column("pri", 6), Column("tries", 5),
+                       Column("failed", 3), Column("error", 2, stretch=True, least=30), id="failed")
         with VerticalScroll(id="traceback-box"):
             yield Static("", id="traceback")
 
@@ -229,45 +215,13 @@ class FailedPanel(Panel):
             return
         if job_id is None:
             self._wanted = None
-        self.query_one("#traceback", Static).update(Text(traceback or "", style="red"))
+        self.traceback = traceback or ""
+        self.query_one("#traceback", Static).update(Text(own_frames_first(self.traceback), style="red"))
+
+    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        await self.app.run_action("traceback")
 
     def selected(self) -> FailedJob | None:
         key = self.query_one(RowTable).selected_key()
         return getattr(self, "_by_key", {}).get(key) if key else None
-
-
-class LogPanel(Panel):
-    """The log's tail; lines are pushed in by :meth:`write`, never read here."""
-
-    TITLE = "Log"
-
-    def __init__(self, keep: int = 1000, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.keep = keep
-
-    def compose(self) -> ComposeResult:
-        yield Log(max_lines=self.keep, id="log-lines")
-
-    def attach(self, follower: LogFollower, filter_text: str = "") -> None:
-        """Show what ``follower`` (running elsewhere) reads from now on, instead of what was shown."""
-        self._follower, self._filter_text = follower, filter_text
-        self.query_one(Log).clear()
-        self._drain()
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.set_interval(0.25, self._drain)
-
-    def _drain(self) -> None:
-        follower = getattr(self, "_follower", None)
-        if follower is None:
-            return
-        self.write(follower.take())
-        self.border_subtitle = (f"-p {self._filter_text} · " if self._filter_text else "") + follower.status
-
-    def write(self, lines: Sequence[str]) -> None:
-        if lines:
-            self.query_one(Log).write_lines(lines)
-
-    def show(self, frame: Frame) -> None:
-        pass  # the log arrives through its follower, as fast as it is written

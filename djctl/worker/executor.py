@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from djctl import api, clock, config, payload
+from djctl import api, clock, config, payload, proctitle
 from djctl.handlers import LoadedJob, default_backoff, load, target_name
 from djctl.queue import engines as store
 from djctl.worker import descendants
@@ -197,7 +197,9 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: i
         return
     if say is not None:
         _print(f"{say}Job {job.name} (id={msg.id}) RUN")
+    proctitle.set_title(proctitle.job_title(msg.id, job.target, job.name))
     result = _outcome(job, msg)
+    proctitle.set_title(proctitle.executor_title())
     # Before the result: once the worker reads it, nothing of this job may still run, and
     # the job's own output (flushed here) is in the log before the worker's COMPLETED line.
     _after_job(std)

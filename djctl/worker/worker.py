@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError
 
-from djctl import api, config
+from djctl import api, config, proctitle
 from djctl.errors import one_line
 from djctl.queue import engines as store
 from djctl.queue.claims import ClaimedJob, Claims, Filter
@@ -194,6 +194,7 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         if p.announce:
             self.log(f"*** Starting job worker {self.name}")
+            proctitle.set_title(proctitle.process_name())
             if not (self.settings.app or self.settings.allow):
                 self._say("WARNING: no app configured, so no job's code may run here; set --app, DJ_APP "
                           "or app in [tool.djctl] of pyproject.toml. Jobs are left for a worker that can run them.")

@@ -191,7 +191,8 @@ def test_jobs_claimed_behind_a_slow_one_go_to_an_idle_worker(db_url, djctl_env, 
 
 # -- 11. the log tells what ran, when, and for how long -------------------------------------
 
-def test_each_jobs_output_follows_its_run_line_and_precedes_its_completed_line(db_url, djctl_env, tmp_path, procs, engine):
+def test_each_jobs_output_follows_its_run_line_and_precedes_its_completed_line(db_url, djctl_env, tmp_path, procs,
+                                                                              engine):
     app = tmp_path / "app"
     (app / "photos").mkdir(parents=True)
     (app / "photos" / "__init__.py").write_text("")

@@ -20,6 +20,7 @@ from djctl import api, config
 from djctl.daemon import control
 from djctl.daemon.logs import LogWriter
 from djctl.tui.app import ConfirmScreen, DjctlTop, FilterScreen, HelpScreen, LogScreen
+from djctl.tui.logview import LogPanel
 from djctl.tui.sources import DatabaseSource
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel
 from djctl.worker.worker import Worker
@@ -167,8 +168,7 @@ async def test_c_clears_the_selected_queue_after_confirmation(db):
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, app, lambda: len(app.snapshot.queues) == 2)
         table = app.query_one("#queues")
-        table.focus()
-        await pilot.press("down")  # default first, then mail
+        table.focus()  # the deepest queue first: mail (3 ready), then default (1)
         assert app.query_one(QueuePanel).selected().queue == "mail"
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
@@ -227,7 +227,7 @@ async def test_l_shows_the_log_filtered_like_logs_p(db):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("l")
         await until(pilot, lambda: isinstance(app.screen, LogScreen))
-        lines = lambda: app.screen.query_one("Log").lines  # noqa: E731
+        lines = lambda: app.screen.query_one(LogPanel).shown  # noqa: E731
         await until(pilot, lambda: len(lines()) == 3, message="the whole log")
         await pilot.press("p")
         await until(pilot, lambda: app.focused is not None and app.focused.id == "proc-filter",

@@ -8,7 +8,9 @@ change with: pytest tests/acceptance/test_tui_snapshots.py --snapshot-update
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,9 @@ import pytest
 from djctl.daemon.logs import LogWriter
 from djctl.queue.stats import FailedJob
 from djctl.tui.app import DjctlTop
+from djctl.tui.logview import LogPanel
 from djctl.tui.sources import JobFilter, ProcessRow, QueueRow, Snapshot, Supervision
+from djctl.tui.widgets import FailedPanel
 
 NOW = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)
 T = NOW.replace(tzinfo=None)
@@ -143,8 +147,8 @@ def settled(extra=None):
     async def run_before(pilot) -> None:
         app = pilot.app
         deadline = time.monotonic() + 15
-        while not (app.loads and len(app.dashboard.query_one("Log").lines) == LOG_LINES
-                   and "Traceback" in str(app.dashboard.query_one("#traceback").render())):
+        while not (app.loads and app.dashboard.query_one(LogPanel).count == LOG_LINES
+                   and "Traceback" in app.dashboard.query_one(FailedPanel).traceback):
             assert time.monotonic() < deadline, "the console did not settle"
             await pilot.pause(0.05)
         await pilot.pause(0.6)  # one more refresh and log drain: nothing may change any more
@@ -165,6 +169,31 @@ async def _until(pilot, predicate) -> None:
 
 def test_dashboard(snap_compare, make_app):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=settled())
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as text (the snapshot's SVG without its markup)."""
+    svg = app.export_screenshot()
+    rows: dict[str, list[str]] = {}
+    for y, chunk in re.findall(r'<text [^>]*y="([0-9.]+)"[^>]*>([^<]*)</text>', svg):
+        rows.setdefault(y, []).append(html.unescape(chunk).replace("\xa0", " "))
+    return "\n".join("".join(parts) for _, parts in sorted(rows.items(), key=lambda kv: float(kv[0])))
+
+
+# What an operator needs first, at any size: the supervisor's state, every process type's
+# count, the deepest queues, the failed count and the newest log lines.
+FIRST_SCREEN = ["supervisor running", "worker=2 mail=1", "3 failed", "default      0    120", "mail ",
+                "Failed jobs (3)", "State changed from up to crashed", "Process exited with status 1",
+                "? Help", "q Quit"]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 35), (200, 50)], ids=["80x24", "120x35", "200x50"])
+def test_dashboard_at_every_size(snap_compare, make_app, size):
+    async def everything_shown(pilot):
+        shown = screen_text(pilot.app)
+        missing = [want for want in FIRST_SCREEN if want not in shown]
+        assert not missing, f"at {size[0]}x{size[1]} the first screen lacks {missing}:\n{shown}"
+    assert snap_compare(make_app(), terminal_size=size, run_before=settled(everything_shown))
 
 
 def test_dashboard_without_a_supervisor(snap_compare, make_app):
@@ -198,7 +227,7 @@ def test_log_screen_filtered_by_type(snap_compare, make_app):
         await pilot.press("l")
         await _until(pilot, lambda: type(pilot.app.screen).__name__ == "LogScreen")
         await pilot.press("p", *"worker", "enter")
-        lines = lambda: pilot.app.screen.query_one("Log").lines  # noqa: E731
+        lines = lambda: pilot.app.screen.query_one(LogPanel).shown  # noqa: E731
         await _until(pilot, lambda: len(lines()) == LOG_LINES - 4)  # all but mail.1's four
         await pilot.pause(0.4)
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=settled(log))
