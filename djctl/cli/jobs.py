@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -239,6 +240,8 @@ def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> No
         else:
             ctx.invoke(daemon_commands.down)
             click.echo(demo_module.clean_up(eng, own))
+            if own:  # its log and saved formation too: nothing of the demo stays behind
+                shutil.rmtree(flags["state_dir"], ignore_errors=True)
 
 
 @click.command()

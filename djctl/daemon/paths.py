@@ -46,10 +46,13 @@ def ensure_private_dir(path: Path) -> Path:
     widened). Raises StateDirError (one line)."""
     path = Path(path)
     try:
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except FileExistsError:
-            pass  # something else is there: said below
+        # Each directory made here is 0700, the parents too (mkdir's parents=True would
+        # make those with the umask's wider mode); existing ones are left as they are.
+        for made in reversed([p for p in (path, *path.parents) if not os.path.lexists(p)]):
+            try:
+                made.mkdir(mode=0o700)
+            except FileExistsError:
+                pass  # made meanwhile, or something else is there: said below
         st = os.lstat(path)
     except OSError as e:
         raise StateDirError(f"cannot create state directory {path}: {e.strerror}") from None

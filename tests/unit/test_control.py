@@ -112,3 +112,11 @@ def test_state_dir_of_another_user_is_refused_and_a_wide_one_narrowed(tmp_path):
     with pytest.raises(StateDirError, match=f"belongs to uid {OTHER_UID}"):
         ensure_private_dir(theirs)
     assert isinstance(Path(theirs), Path)
+
+
+def test_state_dirs_made_with_their_parents_are_all_owner_only(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    ensure_private_dir(tmp_path / ".djctl" / "demo")
+    for made in (tmp_path / ".djctl", tmp_path / ".djctl" / "demo"):
+        assert stat.S_IMODE(os.stat(made).st_mode) == 0o700, made
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o755  # what was there is left alone
