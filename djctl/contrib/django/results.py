@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 
 from djctl.contrib.django.database import from_db, to_db, utcnow
 
@@ -80,8 +80,12 @@ class Results:
             cursor.execute(sql, values)
 
     def get(self, result_id: str) -> StoredResult | None:
-        """The result ``result_id``, or None. While the task is not finished its status follows its job's row:
-        RUNNING while a worker holds it, READY while it waits (for its first run or a retry)."""
+        """The result ``result_id``, or None.
+
+        An unfinished result's status also follows its job's row: FAILED once the job has
+        failed for good, READY once an attempt that never reported back (its process was
+        killed) has been released for a retry.
+        """
         columns = ", ".join(f"r.{c}" for c in _COLUMNS)
         sql = (f"SELECT {columns}, j.id, j.locked_by, j.failed_at FROM djctl_task_results r "
                "LEFT JOIN delayed_jobs j ON j.id = r.job_id WHERE r.id = %s")
@@ -94,7 +98,10 @@ class Results:
         job_exists, locked_by, failed_at = row[len(_COLUMNS):]
         status = data["status"]
         if status in (READY, RUNNING) and job_exists is not None:
-            status = FAILED if failed_at is not None else RUNNING if locked_by is not None else READY
+            if failed_at is not None:
+                status = FAILED  # its last attempt ended where no hook ran (a kill, a timeout)
+            elif status == RUNNING and locked_by is None:
+                status = READY  # an attempt that never reported back, released for its retry
         arguments = json.loads(data["arguments"])
         return StoredResult(
             id=data["id"], task_path=data["task_path"], backend=data["backend"], queue_name=data["queue_name"],
@@ -110,7 +117,10 @@ class Results:
         """An attempt begins: RUNNING, ``last_attempted_at`` now, the claiming worker's name appended."""
         vendor = self.vendor
         now = to_db(utcnow(), vendor)
-        with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
+        # Read, then one UPDATE, outside a transaction: on SQLite a read transaction that
+        # turns into a write fails at once when the worker committed in between. Only the
+        # process running the task writes its row, so nothing else changes it meanwhile.
+        with connections[self.alias].cursor() as cursor:
             cursor.execute(
                 "SELECT r.worker_ids, j.locked_by FROM djctl_task_results r "
                 "LEFT JOIN delayed_jobs j ON j.id = r.job_id WHERE r.id = %s", [result_id])
@@ -126,7 +136,7 @@ class Results:
     def fail_attempt(self, result_id: str, exception_class_path: str, traceback: str, final: bool) -> None:
         """An attempt raised: its error appended; FAILED and finished if it was the last, else READY."""
         vendor = self.vendor
-        with transaction.atomic(using=self.alias), connections[self.alias].cursor() as cursor:
+        with connections[self.alias].cursor() as cursor:
             cursor.execute("SELECT errors FROM djctl_task_results WHERE id = %s", [result_id])
             row = cursor.fetchone()
             if row is None:

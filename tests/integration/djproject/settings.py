@@ -7,7 +7,13 @@ task backend of the same name on it ("default" is the default backend).
 import json
 import os
 
+import pymysql
 from sqlalchemy.engine import make_url
+
+# Django's MySQL backend wants mysqlclient, which needs a C toolchain to install; PyMySQL
+# (djctl's own MySQL driver) stands in for it, with the version Django checks for.
+pymysql.version_info = (2, 2, 1, "final", 0)
+pymysql.install_as_MySQLdb()
 
 SECRET_KEY = "djctl-tests"
 USE_TZ = True
