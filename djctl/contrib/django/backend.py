@@ -8,8 +8,10 @@ caller's data. Idle workers are woken after the commit.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -108,7 +110,17 @@ class DjctlBackend(compat.BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str) -> Any:
-        """The task's result as stored now; ``TaskResultDoesNotExist`` if there is none (or it was pruned)."""
+        """The task's result as stored now; ``TaskResultDoesNotExist`` if there is none (or it was pruned).
+
+        Called from async code (``result.refresh()`` in a coroutine), it reads on a thread
+        of its own, as Django allows no database access on the event loop's thread.
+        """
+        if _in_event_loop():
+            with ThreadPoolExecutor(1) as pool:
+                return pool.submit(_closing_connections, self._get_result, result_id).result()
+        return self._get_result(result_id)
+
+    def _get_result(self, result_id: str) -> Any:
         stored = Results(self.database).get(str(result_id)) if len(str(result_id)) <= 64 else None
         if stored is None:
             raise compat.TaskResultDoesNotExist(result_id)
@@ -162,6 +174,21 @@ class DjctlBackend(compat.BaseTaskBackend):
             # A warning, not an error: an error would stop the very `migrate` that fixes it.
             yield checks.Warning(f"djctl's tables in database {self.database!r} are missing or out of date",
                                  hint="Run `python manage.py migrate`.", id="djctl.W001")
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _closing_connections(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    finally:
+        connections.close_all()
 
 
 def _utc(when: datetime | None) -> datetime | None:

@@ -25,7 +25,8 @@ _ENGINES = {"sqlite": "django.db.backends.sqlite3", "postgresql": "django.db.bac
             "mysql": "django.db.backends.mysql", "mariadb": "django.db.backends.mysql"}
 
 
-def _database(url: str) -> dict:
+def django_database(url: str) -> dict:
+    """Django's DATABASES entry for a djctl database URL."""
     parsed = make_url(url)
     engine = _ENGINES[parsed.get_backend_name()]
     if engine.endswith("sqlite3"):
@@ -35,7 +36,7 @@ def _database(url: str) -> dict:
 
 
 _urls = json.loads(os.environ.get("DJCTL_TEST_DJANGO_DATABASES") or '{"default": "sqlite:///django-tests.sqlite3"}')
-DATABASES = {alias: _database(url) for alias, url in _urls.items()}
+DATABASES = {alias: django_database(url) for alias, url in _urls.items()}
 TASKS = {
     alias: {
         "BACKEND": "djctl.contrib.django.DjctlBackend",
