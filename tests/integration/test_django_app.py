@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -14,36 +13,22 @@ import pytest
 
 pytest.importorskip("django")
 
-from sqlalchemy import create_engine  # noqa: E402
-
 from djctl.queue import engines as store  # noqa: E402
 from djctl.queue import migrations  # noqa: E402
-from tests.conftest import KINDS, ROOT, database_url  # noqa: E402
-from tests.integration.djproject.harness import SETTINGS, DjangoDB, django_db, django_urls  # noqa: E402,F401
+from tests.conftest import KINDS, ROOT  # noqa: E402
+from tests.integration.djproject.harness import (  # noqa: E402,F401
+    SETTINGS,
+    DjangoDB,
+    django_db,
+    django_urls,
+    fresh_database,
+)
 
 
 @pytest.fixture(params=KINDS)
 def empty_url(request, tmp_path: Path) -> Iterator[str]:
     """A database without any table, of each kind."""
-    kind = request.param
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
-        return
-    database_url(kind, tmp_path)  # skips (or fails in CI) when the server is not there
-    from tests.conftest import URLS
-
-    base = store.normalize_url(URLS[kind])
-    name = f"djctl_dj{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if kind == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
-        admin.dispose()
+    yield from fresh_database(request.param, tmp_path)
 
 
 def _manage(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
