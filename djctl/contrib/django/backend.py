@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -197,7 +197,7 @@ def _utc(when: datetime | None) -> datetime | None:
         return None
     if timezone.is_naive(when):
         when = timezone.make_aware(when)
-    return when.astimezone(dt_timezone.utc)
+    return when.astimezone(UTC)
 
 
 def _present(when: datetime | None) -> datetime | None:

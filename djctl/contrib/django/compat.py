@@ -5,7 +5,13 @@ from __future__ import annotations
 try:
     from django.tasks import task_backends
     from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
+    from django.tasks.base import (
+        Task,
+        TaskContext,
+        TaskError,
+        TaskResult,
+        TaskResultStatus,
+    )
     from django.tasks.exceptions import InvalidTask as InvalidTaskError
     from django.tasks.exceptions import TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
@@ -22,8 +28,10 @@ except ImportError:
         TaskResult,
         TaskResultStatus,
     )
-    from django_tasks.exceptions import InvalidTaskError  # type: ignore[no-redef]
-    from django_tasks.exceptions import TaskResultDoesNotExist  # type: ignore[no-redef]
+    from django_tasks.exceptions import (
+        InvalidTaskError,  # type: ignore[no-redef]
+        TaskResultDoesNotExist,  # type: ignore[no-redef]
+    )
     from django_tasks.signals import task_enqueued, task_finished, task_started  # type: ignore[no-redef]
     from django_tasks.utils import normalize_json  # type: ignore[no-redef]
 

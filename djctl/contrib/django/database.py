@@ -6,7 +6,7 @@ djctl's workers reach the same database through its URL.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections
@@ -54,7 +54,7 @@ def to_db(when: datetime | None, vendor: str) -> Any:
     if when is None:
         return None
     if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+        when = when.astimezone(UTC).replace(tzinfo=None)
     if vendor == "sqlite":
         return when.strftime("%Y-%m-%d %H:%M:%S.%f")
     return when
@@ -67,10 +67,10 @@ def from_db(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
     """Now, aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

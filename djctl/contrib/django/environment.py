@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from django.conf import settings
 

@@ -14,16 +14,23 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine
 
 from djctl.queue import engines as store
-
-from tests.conftest import IN_CI, KINDS, ROOT, URLS, _errors, _server_database, database_url
+from tests.conftest import (
+    IN_CI,
+    KINDS,
+    ROOT,
+    URLS,
+    _errors,
+    _server_database,
+    database_url,
+)
 
 SETTINGS = "tests.integration.djproject.settings"
 ALIASES = {"sqlite": "default", "postgresql": "postgresql", "mysql": "mysql"}

@@ -12,5 +12,5 @@ class Migration(migrations.Migration):
     # (MySQL commits DDL anyway); Django's must not hold one open around them.
     atomic = False
     initial = True
-    dependencies: list = []
-    operations = [migrations.RunPython(_upgrade, migrations.RunPython.noop)]
+    dependencies = ()
+    operations = (migrations.RunPython(_upgrade, migrations.RunPython.noop),)

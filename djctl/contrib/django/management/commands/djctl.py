@@ -15,7 +15,7 @@ from djctl.contrib.django.environment import command_environment
 
 class Command(BaseCommand):
     help = "Run a djctl command for this project: up, down, ps, logs, work, top, stats... (see `djctl --help`)."
-    requires_system_checks: list = []
+    requires_system_checks = ()
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("args", nargs="*", help="The djctl command and its arguments.")

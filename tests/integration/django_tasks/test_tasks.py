@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("django")
 
-from tests.conftest import wait_for  # noqa: E402
-from tests.integration.djproject.harness import DjangoDB, django_db, worker_factory  # noqa: E402,F401
+from tests.conftest import wait_for
+from tests.integration.djproject.harness import DjangoDB
 
 
 def _tasks():
@@ -59,7 +59,7 @@ def test_exceptions_fail_the_task_after_its_last_attempt(django_db: DjangoDB, wo
     assert exception.rpartition(".")[2] in result.errors[0].traceback
     assert result.finished_at is not None and len(result.worker_ids) == 1
     with pytest.raises(ValueError, match="Task failed"):
-        result.return_value
+        _ = result.return_value
     assert w.proc.poll() is None  # the worker outlives SystemExit and KeyboardInterrupt in a task
 
 
@@ -161,8 +161,9 @@ def test_get_result_by_id_and_a_missing_one(django_db: DjangoDB, worker_factory)
 
 
 def test_pruning_deletes_finished_results_only(django_db: DjangoDB, worker_factory) -> None:
-    from django.core.management import call_command
     from io import StringIO
+
+    from django.core.management import call_command
 
     tasks = _tasks()
     done = tasks.add.using(backend=django_db.alias).enqueue(1, 2)

@@ -6,20 +6,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 pytest.importorskip("django")
 
-from djctl.queue import engines as store  # noqa: E402
-from djctl.queue import migrations  # noqa: E402
-from tests.conftest import KINDS, ROOT  # noqa: E402
-from tests.integration.djproject.harness import (  # noqa: E402,F401
+from djctl.queue import engines as store
+from djctl.queue import migrations
+from tests.conftest import KINDS, ROOT
+from tests.integration.djproject.harness import (
     SETTINGS,
     DjangoDB,
-    django_db,
     django_urls,
     fresh_database,
 )
@@ -37,7 +36,7 @@ def _manage(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     for name in ("DJ_DATABASE_URL", "DATABASE_URL", "DJ_APP"):
         env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "django", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def test_migrate_creates_djctl_tables_and_the_check_follows(empty_url: str, tmp_path: Path) -> None:
@@ -67,13 +66,13 @@ def test_manage_py_djctl_runs_any_djctl_command_on_djangos_database(django_db: D
     env.pop("DJ_DATABASE_URL")  # from Django's DATABASES, through the task backend's OPTIONS
     env["DJCTL_TEST_DJANGO_DATABASES"] = json.dumps({"default": django_db.url})
     done = subprocess.run([sys.executable, "-m", "django", "djctl", "stats", "--json"], env=env,
-                          cwd=django_db.tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=django_db.tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert sorted((r["queue"], r["ready"]) for r in rows) == [("default", 1), ("mail", 1)]
 
     bad = subprocess.run([sys.executable, "-m", "django", "djctl", "no-such-command"], env=env,
-                         cwd=django_db.tmp_path, capture_output=True, text=True, timeout=120)
+                         cwd=django_db.tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("djctl: ")
 

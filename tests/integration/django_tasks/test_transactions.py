@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("django")
 
-from tests.conftest import wait_for  # noqa: E402
-from tests.integration.djproject.harness import DjangoDB, django_db, worker_factory  # noqa: E402,F401
+from tests.conftest import wait_for
+from tests.integration.djproject.harness import DjangoDB
 
 
 class Rollback(Exception):
@@ -29,11 +29,10 @@ def test_a_rolled_back_transaction_leaves_no_job(django_db: DjangoDB) -> None:
     from tests.integration.djproject.shop import tasks
     from tests.integration.djproject.shop.models import Order
 
-    with pytest.raises(Rollback):
-        with transaction.atomic(using=django_db.alias):
-            order = Order.objects.using(django_db.alias).create(name="lost")
-            result = tasks.note.using(backend=django_db.alias).enqueue(f"order {order.id}")
-            raise Rollback
+    with pytest.raises(Rollback), transaction.atomic(using=django_db.alias):
+        order = Order.objects.using(django_db.alias).create(name="lost")
+        result = tasks.note.using(backend=django_db.alias).enqueue(f"order {order.id}")
+        raise Rollback
     assert Order.objects.using(django_db.alias).count() == 0
     assert _jobs(django_db.alias) == 0
     with pytest.raises(compat.TaskResultDoesNotExist):
