@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import time
+import traceback
 from datetime import timedelta
 from typing import Any
 
@@ -133,8 +134,6 @@ def load_task(path: str) -> Any:
 
 
 def _traceback(exc: BaseException) -> str:
-    import traceback
-
     return "".join(traceback.format_exception(exc))
 
 

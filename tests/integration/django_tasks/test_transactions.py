@@ -9,6 +9,9 @@ pytest.importorskip("django")
 from tests.conftest import wait_for
 from tests.integration.djproject.harness import DjangoDB
 
+# A worker starts Django before its first job; on a loaded machine that takes a while.
+WAIT = 90
+
 
 class Rollback(Exception):
     pass
@@ -50,6 +53,6 @@ def test_a_committed_transaction_runs_its_task(django_db: DjangoDB, worker_facto
         order = Order.objects.using(django_db.alias).create(name="kept")
         result = tasks.note.using(backend=django_db.alias).enqueue(f"order {order.id}")
         assert result.status == "READY"
-    wait_for(lambda: (result.refresh(), result.is_finished)[1], message="the committed task to run")
+    wait_for(lambda: (result.refresh(), result.is_finished)[1], timeout=WAIT, message="the committed task to run")
     assert result.status == "SUCCESSFUL"
     assert django_db.notes() == [f"order {order.id}"]
