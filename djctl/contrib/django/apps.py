@@ -21,20 +21,26 @@ class DjctlConfig(AppConfig):
         # Workers decode the job class that carries Django tasks.
         payload.register_module("djctl.contrib.django.job")
         post_migrate.connect(_upgrade_after_migrate, sender=self)
-        from django.apps import apps
-
-        from djctl.contrib.django import compat
-
-        if compat.FRAMEWORK == "django_tasks" and not apps.is_installed("django_tasks"):
-            # Django 6 checks every task backend itself; the backport only when its own
-            # app is installed, which it need not be.
-            checks.register(_check_backends)
+        checks.register(_check_backends)
 
 
-def _check_backends(app_configs: Any = None, **kwargs: Any) -> list:
+def _check_backends(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+    # The tasks framework's own check (when it is registered at all: the backport's only
+    # with its app installed) calls backend.check() without the databases being checked,
+    # so the schema is checked here; the rest here only where that check is absent.
     from djctl.contrib.django import compat
+    from djctl.contrib.django.backend import DjctlBackend
 
-    return [message for backend in compat.task_backends.all() for message in backend.check(**kwargs)]
+    registered = checks.registry.registry.registered_checks
+    framework = any(getattr(check, "__name__", "") == "check_tasks" for check in registered)
+    messages = []
+    for backend in compat.task_backends.all():
+        if isinstance(backend, DjctlBackend):
+            if framework:
+                messages.extend(backend.check_schema(databases or ()))
+            else:
+                messages.extend(backend.check(databases=databases))
+    return messages
 
 
 def _upgrade_after_migrate(using: str, **_kwargs: Any) -> None:

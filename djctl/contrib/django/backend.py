@@ -154,11 +154,12 @@ class DjctlBackend(compat.BaseTaskBackend):
         except UnsupportedDatabase as e:
             yield checks.Error(str(e), obj=f"TASKS[{self.alias!r}]", id="djctl.E003")
             return
-        databases = kwargs.get("databases") or ()
-        if self.database in databases:
-            yield from self._check_schema()
+        yield from self.check_schema(kwargs.get("databases") or ())
 
-    def _check_schema(self) -> Iterable[checks.CheckMessage]:
+    def check_schema(self, databases: Iterable[str]) -> Iterable[checks.CheckMessage]:
+        """djctl.W001 if djctl's tables are missing or old in the backend's database, when it is among ``databases``."""
+        if self.database not in databases or self.database not in settings.DATABASES:
+            return
         try:
             with connections[self.database].cursor() as cursor:
                 tables = connections[self.database].introspection.table_names(cursor)
