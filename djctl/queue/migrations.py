@@ -13,7 +13,7 @@ from sqlalchemy import Column, Connection, Dialect, Engine, Integer, MetaData, S
 from sqlalchemy.engine.mock import MockConnection
 
 from djctl.clock import utcnow
-from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes
+from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes, djctl_task_results
 
 version_metadata = MetaData()
 schema_migrations = Table(
@@ -61,10 +61,15 @@ def _name_the_default_queue(conn: Connection) -> None:
     conn.execute(delayed_jobs.update().where(delayed_jobs.c.queue.is_(None)).values(queue="default"))
 
 
+def _create_djctl_task_results(conn: Connection) -> None:
+    djctl_task_results.create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create delayed_jobs", _create_delayed_jobs),
     Migration(2, "create djctl_processes", _create_djctl_processes),
     Migration(3, "name the default queue", _name_the_default_queue),
+    Migration(4, "create djctl_task_results", _create_djctl_task_results),
 ]
 
 LATEST = MIGRATIONS[-1].version

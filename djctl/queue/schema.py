@@ -110,3 +110,29 @@ djctl_processes = Table(
     UniqueConstraint("host", "name", name="djctl_processes_host_name"),
     Index("djctl_processes_heartbeat", "heartbeat_at"),
 )
+
+# One row per Django task (djctl.contrib.django): what Django's TaskResult reports,
+# kept after the job's own row is deleted on success, until it is pruned. Plain djctl
+# jobs have no row here.
+djctl_task_results = Table(
+    "djctl_task_results",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", BigInteger),
+    Column("task_path", String(255), nullable=False),
+    Column("backend", String(255), nullable=False),
+    Column("queue_name", String(255), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("run_after", Timestamp),
+    Column("arguments", LongText, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("enqueued_at", Timestamp, nullable=False),
+    Column("started_at", Timestamp),
+    Column("last_attempted_at", Timestamp),
+    Column("finished_at", Timestamp),
+    Column("errors", LongText, nullable=False),
+    Column("worker_ids", LongText, nullable=False),
+    Column("return_value", LongText),
+    # Pruning deletes finished results older than the retention: it reads only this index.
+    Index("djctl_task_results_finished", "finished_at"),
+)

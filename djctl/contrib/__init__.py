@@ -1,0 +1,1 @@
+"""Framework integrations: each optional, each behind its own extra (``pip install djctl[django]``)."""
