@@ -16,8 +16,9 @@ import djctl
 from djctl import config
 from djctl.tui.sources import DatabaseSource, JobFilter, ProcessRow
 from tests.acceptance.console_jobs import Spin
-from tests.conftest import djctl_cmd, wait_for
 from tests.jobs import Fail
+from tests.support.commands import djctl_cmd
+from tests.support.waiting import wait_for
 
 PROMPT = "READY$ "
 APP = "tests.jobs,tests.acceptance"

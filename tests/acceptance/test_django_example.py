@@ -20,8 +20,10 @@ import pytest
 pytest.importorskip("django")
 httpx = pytest.importorskip("httpx")
 
-from tests.conftest import KINDS, ROOT, wait_for
-from tests.integration.djproject.harness import fresh_database
+from tests.integration.djproject.harness import fresh_database  # noqa: E402 - after the importorskip above
+from tests.support.commands import ROOT  # noqa: E402 - after the importorskip above
+from tests.support.databases import KINDS  # noqa: E402 - after the importorskip above
+from tests.support.waiting import wait_for  # noqa: E402 - after the importorskip above
 
 EXAMPLE = ROOT / "examples" / "django"
 ROW = re.compile(r"│\s+([a-z]+)\s+(-?\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.conftest import wait_for
 from tests.support.app import App, heavy
+from tests.support.waiting import wait_for
 
 
 def says(word: str) -> str:

@@ -16,7 +16,8 @@ import pytest
 import djctl
 from djctl.worker.report import Event
 from tests import jobs
-from tests.conftest import djctl_cmd, wait_for
+from tests.support.commands import djctl_cmd
+from tests.support.waiting import wait_for
 
 EVENT_FD = 200  # high, so nothing the executor opens after closing it can take its number
 DEADLINE = 60.0

@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 
 import djctl
-from tests.conftest import count, djctl_cmd
 from tests.jobs import Touch
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count
 
 
 def test_a_demo_pointed_at_a_database_deletes_its_sample_jobs_and_nothing_else(db_url, djctl_env, tmp_path):

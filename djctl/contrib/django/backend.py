@@ -27,7 +27,7 @@ from djctl import handlers, payload
 from djctl.contrib.django import compat
 from djctl.contrib.django.database import UnsupportedDatabase, url_for, utcnow
 from djctl.contrib.django.job import TaskJob
-from djctl.contrib.django.results import Results, StoredResult
+from djctl.contrib.django.results import Results, StoredResult, present, to_task_result
 from djctl.queue import doorbell, migrations
 
 APP = "djctl.contrib.django"
@@ -131,7 +131,7 @@ class DjctlBackend(compat.BaseTaskBackend):
         except payload.HandlerError as e:
             raise compat.TaskResultDoesNotExist(f"{result_id}: {e}") from None
         task = task.using(priority=stored.priority, queue_name=stored.queue_name, backend=stored.backend,
-                          run_after=_present(stored.run_after))
+                          run_after=present(stored.run_after))
         return to_task_result(stored, task)
 
     def prune(self, older_than: timedelta | None = None) -> int:
@@ -201,29 +201,3 @@ def _utc(when: datetime | None) -> datetime | None:
     return when.astimezone(UTC)
 
 
-def _present(when: datetime | None) -> datetime | None:
-    """A UTC time as Django shows it: aware with USE_TZ, else naive in the current time zone."""
-    if when is None or settings.USE_TZ:
-        return when
-    return timezone.make_naive(when)
-
-
-def to_task_result(stored: StoredResult, task: Any) -> Any:
-    """Django's ``TaskResult`` for a stored result, of ``task``."""
-    result = compat.TaskResult(
-        task=task,
-        id=stored.id,
-        status=compat.TaskResultStatus(stored.status),
-        enqueued_at=_present(stored.enqueued_at),
-        started_at=_present(stored.started_at),
-        finished_at=_present(stored.finished_at),
-        last_attempted_at=_present(stored.last_attempted_at),
-        args=stored.args,
-        kwargs=stored.kwargs,
-        backend=stored.backend,
-        errors=[compat.TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"])
-                for e in stored.errors],
-        worker_ids=list(stored.worker_ids),
-    )
-    object.__setattr__(result, "_return_value", stored.return_value)
-    return result

@@ -19,10 +19,9 @@ from django.apps import apps
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
-from djctl import payload
+from djctl import aio, payload
 from djctl.contrib.django import compat
-from djctl.contrib.django.results import Results
-from djctl.worker import aio
+from djctl.contrib.django.results import Results, to_task_result
 
 _PRUNE_EVERY = 60.0
 _detached_pid: int | None = None
@@ -99,7 +98,6 @@ class TaskJob:
         return type(compat.task_backends[self.backend])
 
     def _task_result(self, task: Any = None) -> Any:
-        from djctl.contrib.django.backend import to_task_result
 
         stored = self._results().get(self.result_id)
         return to_task_result(stored, task or self._task()) if stored is not None else None

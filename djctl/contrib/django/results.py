@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
+from djctl.contrib.django import compat
 from djctl.contrib.django.database import from_db, to_db, utcnow
 
 READY, RUNNING, SUCCESSFUL, FAILED = "READY", "RUNNING", "SUCCESSFUL", "FAILED"
@@ -94,7 +97,7 @@ class Results:
             row = cursor.fetchone()
         if row is None:
             return None
-        data = dict(zip(_COLUMNS, row))
+        data = dict(zip(_COLUMNS, row, strict=False))
         job_exists, locked_by, failed_at = row[len(_COLUMNS):]
         status = data["status"]
         if status in (READY, RUNNING) and job_exists is not None:
@@ -160,3 +163,31 @@ class Results:
             cursor.execute("DELETE FROM djctl_task_results WHERE finished_at < %s",
                            [to_db(finished_before, self.vendor)])
             return max(cursor.rowcount, 0)
+
+
+def present(when: datetime | None) -> datetime | None:
+    """A UTC time as Django shows it: aware with USE_TZ, else naive in the current time zone."""
+    if when is None or settings.USE_TZ:
+        return when
+    return timezone.make_naive(when)
+
+
+def to_task_result(stored: StoredResult, task: Any) -> Any:
+    """Django's ``TaskResult`` for a stored result, of ``task``."""
+    result = compat.TaskResult(
+        task=task,
+        id=stored.id,
+        status=compat.TaskResultStatus(stored.status),
+        enqueued_at=present(stored.enqueued_at),
+        started_at=present(stored.started_at),
+        finished_at=present(stored.finished_at),
+        last_attempted_at=present(stored.last_attempted_at),
+        args=stored.args,
+        kwargs=stored.kwargs,
+        backend=stored.backend,
+        errors=[compat.TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"])
+                for e in stored.errors],
+        worker_ids=list(stored.worker_ids),
+    )
+    object.__setattr__(result, "_return_value", stored.return_value)
+    return result

@@ -15,13 +15,14 @@ pytest.importorskip("django")
 
 from djctl.queue import engines as store
 from djctl.queue import migrations
-from tests.conftest import KINDS, ROOT
 from tests.integration.djproject.harness import (
     SETTINGS,
     DjangoDB,
     django_urls,
     fresh_database,
 )
+from tests.support.commands import ROOT
+from tests.support.databases import KINDS
 
 
 @pytest.fixture(params=KINDS)

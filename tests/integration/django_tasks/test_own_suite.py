@@ -20,7 +20,8 @@ import pytest
 
 django = pytest.importorskip("django")
 
-from tests.conftest import IN_CI, KINDS, ROOT, URLS, _errors, _server_database
+from tests.support.commands import ROOT  # noqa: E402 - after the importorskip above
+from tests.support.databases import IN_CI, KINDS, URLS, _errors, _server_database  # noqa: E402 - after the importorskip above
 
 # Each asserts what only Django's DummyBackend has: its class, or its in-memory `results` list.
 DUMMY_ONLY = {

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("django")
 
-from tests.conftest import wait_for
 from tests.integration.djproject.harness import DjangoDB
+from tests.support.waiting import wait_for
 
 # A worker starts Django before its first job; on a loaded machine that takes a while.
 WAIT = 90

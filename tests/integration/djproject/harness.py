@@ -22,15 +22,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from djctl.queue import engines as store
-from tests.conftest import (
-    IN_CI,
-    KINDS,
-    ROOT,
-    URLS,
-    _errors,
-    _server_database,
-    database_url,
-)
+from tests.support.commands import ROOT
+from tests.support.databases import IN_CI, KINDS, URLS, _errors, _server_database, database_url
 
 SETTINGS = "tests.integration.djproject.settings"
 ALIASES = {"sqlite": "default", "postgresql": "postgresql", "mysql": "mysql"}
