@@ -11,8 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 
-from djctl import config, payload
-from djctl import clock
+from djctl import clock, config, payload
 from djctl.clock import utc_naive  # noqa: F401 - re-exported: api.utc_naive
 from djctl.errors import one_line
 from djctl.queue import engines as store
