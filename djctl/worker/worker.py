@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -29,6 +29,7 @@ from djctl.queue import engines as store
 from djctl.queue.claims import ClaimedJob, Claims, Filter
 from djctl.worker import identity, journal
 from djctl.worker.inflight import InFlight
+from djctl.worker.lease import Guard
 from djctl.worker.messages import Outcome
 from djctl.worker.report import Events, Report
 from djctl.worker.rounds import Claimed, Round, Rounds
@@ -76,6 +77,7 @@ class _Pass:
     idle: bool = False  # the last claim found nothing ready
     next_poll: float = 0.0
     next_maintenance: float = 0.0
+    next_renew: float = 0.0
     next_listen: float = 0.0  # when to try LISTEN (or the doorbell) again after losing it
     db_retry_at: float = 0.0
     db_backoff: float = 0.5
@@ -158,13 +160,15 @@ class Worker:
         engine = api.engine(self.settings.database_url)
         self._url = store.normalize_url(self.settings.database_url)
         self.rounds = Rounds(self.settings.database_url, Claims(engine.dialect.name, self.name, self.filter),
-                             max_run_time=self.max_run_time, max_attempts=self.max_attempts,
-                             destroy_failed=self.settings.destroy_failed_jobs)
+                             lease=timedelta(seconds=self.settings.heartbeat_timeout),
+                             max_attempts=self.max_attempts, destroy_failed=self.settings.destroy_failed_jobs,
+                             monotonic=self.clock)
         if self._events is None:  # once: work_off may run many passes
             self._events = Events.from_env(os.environ, self._say)
         self.report = Report(self._say, self._events)
         self._journal = journal.path(self._url, os.getpid())
         journal.reset(self._journal)  # a previous worker's with this pid has long been dealt with
+        identity.mark(journal.mark_of(self._journal))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -172,12 +176,16 @@ class Worker:
             self.log(f"*** Starting job worker {self.name}")
         self.inflight = InFlight(self.settings, self._journal, max_run_time=self.max_run_time,
                                  kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited())
+        self.guard = Guard(self.settings.heartbeat_interval, self.settings.heartbeat_timeout,
+                           self._fence_now, self.clock)
+        self.guard.start()
         try:
             if not p.until_empty:
                 self._listen(p, first=True)
             while self._step(p):
                 pass
         finally:
+            self.guard.stop()
             self._shutdown(p)
             if p.waker is not None:
                 p.waker.close()
@@ -207,8 +215,12 @@ class Worker:
             and len(p.pending) + len(self.inflight.sent) <= self._window() // 2
             and (not p.idle or now >= p.next_poll)
         )
-        if (p.outcomes or want or now >= p.next_maintenance) and now >= p.db_retry_at:
+        if self.guard.expired():
+            self._fence(p)
+        if (p.outcomes or want or now >= p.next_maintenance or self._renew_due(p, now)) and now >= p.db_retry_at:
             self._database(p, now, want)
+        if self.guard.expired():
+            self._fence(p)
         self._dispatch(p)
         if not self.inflight.sent and not p.outcomes:
             if self._stop:
@@ -226,12 +238,14 @@ class Worker:
         n = 0
         if want:
             n = self._window() if p.limit is None else min(self._window(), p.limit - p.claimed)
+        renew = self._renew_due(p, now)
+        held = [j.id for j in p.pending] + [r.job.id for r in self.inflight.sent]
         r = Round(
-            outcomes=p.outcomes, claim=n, maintenance=maintenance,
-            # Jobs handed to the executor but not started are renewed too; lost ones are
-            # held back, or revoked from the executor.
-            waiting=[j.id for j in p.pending] + self.inflight.unstarted(),
-            known={j.id for j in p.pending} | {r.job.id for r in self.inflight.sent} | {o.job.id for o in p.outcomes},
+            outcomes=p.outcomes, claim=n, maintenance=maintenance, renew=renew,
+            # Every claim held is renewed, the running job's too; lost ones are held back,
+            # revoked from the executor, or stopped.
+            waiting=held,
+            known=set(held) | {o.job.id for o in p.outcomes},
         )
         stamp = self.clock()  # no later than the locked_at the round writes
         try:
@@ -242,12 +256,13 @@ class Worker:
             p.db_backoff = min(p.db_backoff * 2, 10.0)
             return
         p.db_backoff = 0.5
+        if renew or not held:
+            self.guard.renewed(stamp)  # every claim held now was written at or after stamp
+        if renew:
+            p.next_renew = now + self.settings.heartbeat_interval
         self._settled(p, got, stamp)
         if maintenance:
-            # Often enough that claims waiting in the read-ahead are renewed
-            # long before they could look expired.
-            p.next_maintenance = now + min(max(self.sleep_delay, 1.0) * 6,
-                                           self.max_run_time.total_seconds() / 20)
+            p.next_maintenance = now + min(max(self.sleep_delay, 1.0) * 6, self.settings.heartbeat_timeout / 2)
         if want:
             p.claimed += len(got.jobs)
             p.pending.extend(got.jobs)
@@ -258,29 +273,65 @@ class Worker:
             self._listen(p)
 
     def _settled(self, p: _Pass, got: Claimed, stamp: float) -> None:
-        """A round committed: note fresh claims, drop lost ones, report the outcomes."""
-        for job_id in [j.id for j in got.jobs] + sorted(got.held or ()):
-            self.inflight.fresh[job_id] = stamp
+        """A round committed: drop lost claims (stopping a running job whose claim is
+        gone), report the outcomes."""
         if got.held is not None:
             lost = [j for j in p.pending if j.id not in got.held]
             for j in lost:
                 p.pending.remove(j)
             for job_id in [j.id for j in lost] + self.inflight.revoke_lost(got.held):
                 self._say(f"Job (id={job_id}) was taken over by another worker before it started; skipped")
-        self._reported(p)
+            running = self.inflight.sent[0] if self.inflight.sent else None
+            if running is not None and running.started is not None and running.job.id not in got.held:
+                self._stop_running(p, f"Job {running.name} (id={running.job.id}) claim lost "
+                                      f"(taken over by another worker); stopped")
+        self._reported(p, got.lost)
+        if not p.pending and not self.inflight.sent:
+            self.guard.idle()
         if not self.inflight.sent and not p.pending:
             # Everything the executor finished is recorded and nothing is in its hands.
             journal.reset(self._journal)
         _flush()
 
-    def _reported(self, p: _Pass) -> None:
+    def _reported(self, p: _Pass, lost: Collection[int] = ()) -> None:
         for o in p.outcomes:
+            if o.job.id in lost:
+                self._say(f"Job {o.name} (id={o.job.id}) claim lost; outcome not recorded")
+                continue
             if o.ok:
                 p.successes += 1
             else:
                 p.failures += 1
             self.report.outcome(o)
         p.outcomes.clear()
+
+    def _renew_due(self, p: _Pass, now: float) -> bool:
+        return now >= p.next_renew and bool(p.pending or self.inflight.sent)
+
+    def _fence_now(self) -> None:
+        """The lease guard's thread: the lease could not be renewed in time. Kill the job in
+        hand now, and break a round hung on a silent connection; the loop does the rest."""
+        self.inflight.kill()
+        self.rounds.interrupt()
+
+    def _fence(self, p: _Pass) -> None:
+        """Give up every claim held (the lease may expire before we can renew it): the
+        running job is killed and said to be stopped; waiting ones are dropped. They go back
+        to the queue, attempt refunded, by the first round that reaches the database."""
+        self.inflight.kill()
+        for r in self.inflight.abandon():
+            if r.started is not None:
+                self._say(f"Job {r.name} (id={r.job.id}) stopped: lease could not be renewed")
+        p.pending.clear()
+        self.rounds.unsure = True  # the next round gives back what is locked in our name
+        self.guard.clear()
+
+    def _stop_running(self, p: _Pass, message: str) -> None:
+        """Kill the running job (its claim is gone); the ones queued behind it wait again."""
+        for r in reversed(self.inflight.abandon()):
+            if r.started is None:
+                p.pending.appendleft(r.job)
+        self._say(message)
 
     def _listen(self, p: _Pass, first: bool = False) -> None:
         """Open wake-ups (LISTEN, or the doorbell); without them the worker polls."""
@@ -363,12 +414,12 @@ class Worker:
         unstarted = [r.job.id for r in self.inflight.sent] + [j.id for j in p.pending]
         for attempt in range(3):
             try:
-                self.rounds.finish(p.outcomes, unstarted)
+                lost = self.rounds.finish(p.outcomes, unstarted)
             except DBAPIError as e:
                 self._say(f"could not record outcomes ({one_line(e)}); retrying")
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            self._reported(p)
+            self._reported(p, lost)
             journal.discard(self._journal)
             break
         self.rounds.drop()
