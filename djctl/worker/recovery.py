@@ -57,12 +57,13 @@ def dead_workers(conn: Connection, host: str, alive: Alive = identity.pid_alive)
     dead = []
     for name in conn.execute(_held_on_host, {"p": identity.like(host)}).scalars():
         parsed = identity.parse(name)
-        if parsed is not None and parsed[0] == host and not alive(parsed[1]) and _ours(conn, parsed[1]):
+        if parsed is not None and parsed[0] == host and not alive(parsed[1]) and ours(conn, parsed[1]):
             dead.append(name)
     return dead
 
 
-def _ours(conn: Connection, pid: int) -> bool:
+def ours(conn: Connection, pid: int) -> bool:
+    """Whether this host name's worker ``pid`` ran in our boot and PID namespace (its mark)."""
     return identity.ours(journal.mark_of(journal.path(conn.engine.url, pid)))
 
 
@@ -81,7 +82,7 @@ def recover(conn: Connection, now: datetime, lease: timedelta | None, max_attemp
 
 def _settle_journaled(conn: Connection, name: str, now: datetime) -> None:
     parsed = identity.parse(name)
-    if parsed is None or parsed[0] != identity.hostname() or not _ours(conn, parsed[1]):
+    if parsed is None or parsed[0] != identity.hostname() or not ours(conn, parsed[1]):
         return  # another host's journal is out of reach: its jobs may just run again
     file = journal.path(conn.engine.url, parsed[1])
     entries = journal.read(file)
