@@ -1,0 +1,124 @@
+"""Issue 14: claims are leases, renewed by their worker, fenced when they cannot be.
+
+Two workers stand for two hosts (different DJ_HOSTNAME), each a real ``djctl work``
+process; one reaches the database through a TCP proxy that can hold every byte (a silent
+partition) or reset every connection (an outage). A Traced job writes a line every 0.1 s,
+so the trace shows when each run started and when it last ran: two runs of one job
+overlap exactly when one starts before the other's last line.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+import djctl
+from tests.chaos import Traced
+from tests.chaos.conftest import CHAOS_APP, Proxy, kinds
+from tests.support.commands import djctl_cmd
+from tests.support.rows import count, job_row
+from tests.support.waiting import wait_for
+
+INTERVAL, TIMEOUT = 0.5, 4.0
+LEASE = {"DJ_HEARTBEAT_INTERVAL": str(INTERVAL), "DJ_HEARTBEAT_TIMEOUT": str(TIMEOUT), "DJ_SLEEP_DELAY": "0.5",
+         "DJ_APP": CHAOS_APP}
+
+
+class Worker:
+    """One ``djctl work`` process as host ``host``, its output in a file."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], host: str, url: str,
+                 prefix: tuple[str, ...] = (), **extra: str) -> None:
+        self.log = tmp_path / f"{host}.log"
+        self.proc = subprocess.Popen(
+            [*prefix, *djctl_cmd("work")], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env={**env, **LEASE, "DJ_HOSTNAME": host, "DJ_DATABASE_URL": url, **extra})
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def started(self) -> bool:
+        return "*** Starting job worker" in self.text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def trace(path: Path) -> dict[int, list[float]]:
+    """Each worker pid's times (start, ticks, end) for the one job traced in ``path``."""
+    out: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        _what, _key, pid, at = line.split()
+        out.setdefault(int(pid), []).append(float(at))
+    return out
+
+
+def overlap(runs: dict[int, list[float]]) -> float:
+    """Seconds during which two runs (each from its first to its last line) were both on."""
+    spans = sorted((min(t), max(t)) for t in runs.values())
+    return max([0.0] + [spans[i][1] - spans[i + 1][0] for i in range(len(spans) - 1)])
+
+
+def completions(*workers: Worker) -> int:
+    return sum(len(re.findall(r"\) COMPLETED$", w.text(), re.M)) for w in workers)
+
+
+@pytest.fixture
+def proxy(db_url) -> Iterator[Proxy]:
+    server = make_url(db_url)
+    p = Proxy((server.host or "127.0.0.1", server.port or 5432))
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql", "mysql"))
+def test_a_partitioned_worker_stops_its_job_before_another_takes_it_over(
+        db_kind, db_url, djctl_env, proxy, workers, tmp_path):
+    """Acceptance 1: one host partitioned (every byte held, processes alive) for twice the
+    lease. Its worker kills its job before the lease can expire, and says why; the other
+    host takes the job over only then; the traces show no overlap; one completion."""
+    path = tmp_path / "trace.txt"
+    job = djctl.enqueue(Traced(str(path), "long", seconds=10))
+    cut_off = Worker(tmp_path, djctl_env, "hostA", proxy.url(db_url))
+    workers.append(cut_off)
+    wait_for(lambda: trace(path), 60, message="hostA to start the job")
+    other = Worker(tmp_path, djctl_env, "hostB", db_url)
+    workers.append(other)
+    wait_for(other.started, 60, message="hostB's worker to start")
+
+    proxy.freeze()
+    wait_for(lambda: "stopped: lease could not be renewed" in cut_off.text(), TIMEOUT + 10,
+             message="hostA to stop its job for want of a lease")
+    assert f"(id={job}) stopped: lease could not be renewed" in cut_off.text()
+    wait_for(lambda: len(trace(path)) == 2, TIMEOUT * 3 + 10, message="hostB to take the job over")
+    proxy.hold(TIMEOUT * 2)
+    proxy.thaw()
+
+    wait_for(lambda: count(db_url) == 0, 60, message="the job to be done")
+    runs = trace(path)
+    assert set(runs) == {cut_off.proc.pid, other.proc.pid}
+    assert overlap(runs) == 0.0, runs
+    wait_for(lambda: completions(cut_off, other) >= 1, 10, message="the completion to be logged")
+    assert completions(other) == 1 and completions(cut_off) == 0
+    assert job_row(db_url, job) is None
+    assert cut_off.proc.poll() is None and other.proc.poll() is None, "both workers stay alive"
