@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError
 
-from djctl import api, config
+from djctl import api, clock, config
 from djctl.errors import one_line
 from djctl.queue import engines as store
 from djctl.queue.claims import ClaimedJob, Claims, Filter
@@ -157,6 +157,7 @@ class Worker:
     def _run(self, p: _Pass) -> tuple[int, int]:
         assert self.settings is not None
         self.name = identity.format(identity.hostname(), os.getpid())
+        clock.warn = self._say  # a skewed clock is reported in the worker's own log
         engine = api.engine(self.settings.database_url)
         self._url = store.normalize_url(self.settings.database_url)
         self.rounds = Rounds(self.settings.database_url, Claims(engine.dialect.name, self.name, self.filter),

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,11 @@ class Worker:
 
     def started(self) -> bool:
         return "*** Starting job worker" in self.text()
+
+    @property
+    def pid(self) -> int:
+        """The worker's pid, as it names itself (under faketime it is not ``proc``'s)."""
+        return int(re.search(r"\*\*\* Starting job worker host:\S+ pid:(\d+)", self.text())[1])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -116,9 +122,69 @@ def test_a_partitioned_worker_stops_its_job_before_another_takes_it_over(
 
     wait_for(lambda: count(db_url) == 0, 60, message="the job to be done")
     runs = trace(path)
-    assert set(runs) == {cut_off.proc.pid, other.proc.pid}
+    assert set(runs) == {cut_off.pid, other.pid}
     assert overlap(runs) == 0.0, runs
     wait_for(lambda: completions(cut_off, other) >= 1, 10, message="the completion to be logged")
     assert completions(other) == 1 and completions(cut_off) == 0
     assert job_row(db_url, job) is None
     assert cut_off.proc.poll() is None and other.proc.poll() is None, "both workers stay alive"
+
+
+def _skewed_enqueue(env: dict[str, str], url: str, shift: str, path: Path) -> int:
+    """Enqueue, from a process whose clock is ``shift`` off, a job to run 30 s from now."""
+    code = ("import djctl, datetime; from tests.jobs import Touch; "
+            f"print(djctl.enqueue(Touch({str(path)!r}, 'skewed'), "
+            "run_at=djctl.now() + datetime.timedelta(seconds=30)))")
+    out = subprocess.run(["faketime", "-f", shift, *djctl_cmd()[:1], "-c", code], env={**env, "DJ_DATABASE_URL": url},
+                         capture_output=True, text=True, timeout=60, check=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql", "mysql"))
+def test_clocks_five_minutes_off_take_nothing_early(db_kind, db_url, djctl_env, workers, tmp_path):
+    """Acceptance 5: one worker's clock 5 minutes ahead, one 5 minutes behind (faketime).
+    Neither takes the other's live claim, no scheduled job runs early, a skewed enqueuer's
+    run_at is right by the database's clock, and each worker reports its skew."""
+    if subprocess.run(["which", "faketime"], capture_output=True).returncode != 0:
+        pytest.skip("faketime is not installed (.ci/run installs it)")
+    path = tmp_path / "trace.txt"
+    touched = tmp_path / "touched.txt"
+    long = djctl.enqueue(Traced(str(path), "long", seconds=8))
+    later = djctl.enqueue(Traced(str(path), "later", seconds=0), run_at=djctl.now() + timedelta(minutes=2))
+    ahead = Worker(tmp_path, djctl_env, "ahead", db_url, prefix=("faketime", "-f", "+5m"))
+    workers.append(ahead)
+    wait_for(lambda: trace(path), 60, message="the fast host to start the long job")
+    behind = Worker(tmp_path, djctl_env, "behind", db_url, prefix=("faketime", "-f", "-5m"))
+    workers.append(behind)
+    wait_for(behind.started, 60, message="the slow host's worker to start")
+
+    before = _database_now(db_url)
+    skewed = _skewed_enqueue(djctl_env, db_url, "+5m", touched)
+    run_at = _run_at(db_url, skewed)
+    # 30 s after the database's now when it was enqueued, give or take the enqueuer's
+    # start-up: not 330 s, as by its own clock.
+    assert 30 <= (run_at - before).total_seconds() < 120, (run_at, before)
+
+    wait_for(lambda: job_row(db_url, long) is None, 60, message="the long job to be done")
+    runs = trace(path)
+    assert list(runs) == [ahead.pid], "the long job was taken over while its worker renewed it"
+    assert job_row(db_url, later)["attempts"] == 0, "the scheduled job ran early"
+    assert completions(ahead, behind) == 1
+    assert re.search(r"this host's clock is 3\d\d\.\ds ahead of the database's", ahead.text())
+    assert re.search(r"this host's clock is 3\d\d\.\ds behind the database's", behind.text())
+
+
+def _database_now(url: str):
+    from sqlalchemy import text
+
+    from djctl import api, clock
+    with api.engine(url).connect() as conn:
+        return conn.execute(text(clock.query(conn.dialect.name))).scalar_one()
+
+
+def _run_at(url: str, job_id: int):
+    from sqlalchemy import text
+
+    from djctl import api
+    with api.engine(url).connect() as conn:
+        return conn.execute(text("SELECT run_at FROM delayed_jobs WHERE id = :id"), {"id": job_id}).scalar_one()
