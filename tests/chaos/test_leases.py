@@ -188,3 +188,30 @@ def _run_at(url: str, job_id: int):
     from djctl import api
     with api.engine(url).connect() as conn:
         return conn.execute(text("SELECT run_at FROM delayed_jobs WHERE id = :id"), {"id": job_id}).scalar_one()
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql"))
+def test_a_twin_host_name_in_another_pid_namespace_releases_no_live_claim(
+        db_kind, db_url, djctl_env, workers, tmp_path):
+    """Acceptance 3: two workers under one host name, one in its own PID namespace
+    (``unshare --pid``), so that its pid means nothing in the other's process table. The
+    other judges its claim by the lease alone: no release while it runs."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare --pid is refused here: {probe.stderr.strip()}")
+    path = tmp_path / "trace.txt"
+    job = djctl.enqueue(Traced(str(path), "long", seconds=TIMEOUT * 3))
+    boxed = Worker(tmp_path, djctl_env, "twin", db_url, prefix=("unshare", "--pid", "--fork", "--mount-proc"))
+    workers.append(boxed)
+    wait_for(lambda: trace(path), 60, message="the namespaced worker to start the job")
+    holder = job_row(db_url, job)["locked_by"]
+    (tmp_path / "b").mkdir()
+    here = Worker(tmp_path / "b", djctl_env, "twin", db_url)
+    workers.append(here)
+    wait_for(here.started, 60, message="the twin's worker to start")
+
+    wait_for(lambda: job_row(db_url, job) is None, 60, message="the job to be done")
+    assert list(trace(path)) == [boxed.pid], "the twin released a live claim and ran the job again"
+    assert completions(boxed) == 1 and completions(here) == 0
+    assert holder == f"host:twin pid:{boxed.pid}"
+    assert "Released" not in here.text()
