@@ -35,10 +35,10 @@ class Worker:
     """One ``djctl work`` process as host ``host``, its output in a file."""
 
     def __init__(self, tmp_path: Path, env: dict[str, str], host: str, url: str,
-                 prefix: tuple[str, ...] = (), **extra: str) -> None:
+                 prefix: tuple[str, ...] = (), args: tuple[str, ...] = (), **extra: str) -> None:
         self.log = tmp_path / f"{host}.log"
         self.proc = subprocess.Popen(
-            [*prefix, *djctl_cmd("work")], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            [*prefix, *djctl_cmd("work", *args)], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
             env={**env, **LEASE, "DJ_HOSTNAME": host, "DJ_DATABASE_URL": url, **extra})
 
     def text(self) -> str:
@@ -62,12 +62,14 @@ class Worker:
                 self.proc.wait()
 
 
-def trace(path: Path) -> dict[int, list[float]]:
-    """Each worker pid's times (start, ticks, end) for the one job traced in ``path``."""
+def trace(path: Path, key: str | None = None) -> dict[int, list[float]]:
+    """Each worker pid's times (start, ticks, end) for the job ``key`` (default: any)
+    traced in ``path``."""
     out: dict[int, list[float]] = {}
     for line in path.read_text().splitlines() if path.exists() else []:
-        _what, _key, pid, at = line.split()
-        out.setdefault(int(pid), []).append(float(at))
+        _what, k, pid, at = line.split()
+        if key is None or k == key:
+            out.setdefault(int(pid), []).append(float(at))
     return out
 
 
@@ -215,3 +217,30 @@ def test_a_twin_host_name_in_another_pid_namespace_releases_no_live_claim(
     assert completions(boxed) == 1 and completions(here) == 0
     assert holder == f"host:twin pid:{boxed.pid}"
     assert "Released" not in here.text()
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql", "mysql"))
+def test_an_outage_longer_than_the_lease_with_two_hosts_runs_nothing_twice_at_once(
+        db_kind, db_url, djctl_env, proxy, workers, tmp_path):
+    """Acceptance 2: every connection reset for twice ``heartbeat_timeout`` while two hosts
+    run long jobs. Each worker stops its own job before its lease can expire and gives it
+    back; nobody releases the other's claim; every job completes once, no two runs overlap."""
+    path = tmp_path / "trace.txt"
+    jobs = {q: djctl.enqueue(Traced(str(path), q, seconds=TIMEOUT * 2), queue=q) for q in ("a", "b")}
+    hosts = [Worker(tmp_path, djctl_env, f"host{q}", proxy.url(db_url), args=("--queues", q)) for q in ("a", "b")]
+    workers.extend(hosts)
+    wait_for(lambda: trace(path, "a") and trace(path, "b"), 60, message="both hosts to start their job")
+
+    proxy.cut()
+    proxy.hold(TIMEOUT * 2)
+    proxy.restore()
+    wait_for(lambda: count(db_url) == 0, 120, message="both jobs to be done")
+
+    for q in ("a", "b"):
+        assert overlap(trace(path, q)) == 0.0, trace(path, q)
+    wait_for(lambda: completions(*hosts) == 2, 10, message="both completions to be logged")
+    assert [completions(h) for h in hosts] == [1, 1]
+    for h in hosts:
+        assert "taken over by another worker" not in h.text() and "claim lost" not in h.text()
+        assert h.proc.poll() is None
+    assert all(job_row(db_url, j) is None for j in jobs.values())
