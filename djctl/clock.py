@@ -67,10 +67,13 @@ def query(dialect: str) -> str | None:
     return _QUERIES.get(dialect)
 
 
-def observe(database_now: datetime, sent: float, received: float) -> None:
+def observe(database_now: object, sent: float, received: float) -> None:
     """Take ``database_now`` (read by a query sent at monotonic ``sent``, answered at
-    ``received``) as the current time; warn once when it is far from the local clock."""
+    ``received``) as the current time; warn once when it is far from the local clock.
+    A reading that is no datetime (a driver's surprise) is ignored."""
     global _anchor, _skew, _warned
+    if not isinstance(database_now, datetime):
+        return
     database_now = utc_naive(database_now)
     midpoint = (sent + received) / 2
     local = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=time.monotonic() - midpoint)
@@ -101,8 +104,7 @@ def sync_dbapi(dbapi_conn: object, dialect: str) -> None:
         # The reading must not leave a transaction open: on MySQL it would begin before
         # the engine sets the session's isolation level, and keep the older one.
         dbapi_conn.rollback()  # type: ignore[attr-defined]
-    if isinstance(value, datetime):
-        observe(value, sent, received)
+    observe(value, sent, received)
 
 
 def reset() -> None:
