@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from djctl import api, clock
 from djctl.queue.claims import ClaimedJob, Claims
@@ -32,6 +32,7 @@ def _read_clock(conn: Connection) -> None:
         clock.observe(value, sent, time.monotonic())
 
 
+_exists = text("SELECT id FROM delayed_jobs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
 _mine = text("SELECT id FROM delayed_jobs WHERE locked_by = :me")
 
 
@@ -100,7 +101,7 @@ class Rounds:
                     recovery.recover(conn, now, self.lease if self._judging() else None, self.max_attempts)
                 if r.claim > 0:
                     jobs, deleted = self.claims.complete_and_claim(conn, r.claim, now, complete=done)
-                    lost |= set(done) - deleted
+                    lost |= self._still_there(conn, set(done) - deleted)
         except Exception:
             self.drop()
             self.unsure = True
@@ -160,6 +161,7 @@ class Rounds:
         lost: set[int] = set()
         if not claiming:
             lost |= set(done) - self.claims.completed(conn, done)
+            lost = self._still_there(conn, lost)
         for o in outcomes:
             if o.job.recurring:
                 written = self.claims.reschedule(conn, o.job.id, next_run(o.job, now), now, o.error)
@@ -170,6 +172,14 @@ class Rounds:
             if not written:
                 lost.add(o.job.id)
         return done, lost
+
+    def _still_there(self, conn: Connection, ids: set[int]) -> set[int]:
+        """Of the completions ``ids`` whose DELETE matched nothing, those whose row still
+        exists: their claim was lost. A row already gone was deleted by a round of ours
+        whose commit we did not hear of (the connection dropped) — recorded after all."""
+        if not ids:
+            return ids
+        return set(conn.scalars(_exists, {"ids": sorted(ids)}))
 
     def interrupt(self) -> None:
         """From another thread: break the connection under a round that hangs (a silent

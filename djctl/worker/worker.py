@@ -260,7 +260,9 @@ class Worker:
         if renew or not held:
             self.guard.renewed(stamp)  # every claim held now was written at or after stamp
         if renew:
-            p.next_renew = now + self.settings.heartbeat_interval
+            # Every interval, but no more often than four times per lease span: each renewal
+            # is a write (on SQLite, the one write lock), and three may be missed safely.
+            p.next_renew = now + max(self.settings.heartbeat_interval, self.guard.span / 4)
         self._settled(p, got, stamp)
         if maintenance:
             p.next_maintenance = now + min(max(self.sleep_delay, 1.0) * 6, self.settings.heartbeat_timeout / 2)
