@@ -269,6 +269,8 @@ class Worker:
         if want:
             p.claimed += len(got.jobs)
             p.pending.extend(got.jobs)
+        if not p.pending and not self.inflight.sent:
+            self.guard.idle()
             p.idle = not got.jobs
             if p.idle:
                 p.next_poll = self.clock() + self.sleep_delay
@@ -289,8 +291,6 @@ class Worker:
                 self._stop_running(p, f"Job {running.name} (id={running.job.id}) claim lost "
                                       f"(taken over by another worker); stopped")
         self._reported(p, got.lost)
-        if not p.pending and not self.inflight.sent:
-            self.guard.idle()
         if not self.inflight.sent and not p.pending:
             # Everything the executor finished is recorded and nothing is in its hands.
             journal.reset(self._journal)
