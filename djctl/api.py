@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 
-from djctl import config, payload
-from djctl.clock import now, utc_naive  # noqa: F401 - re-exported: djctl.now, api.now
+from djctl import clock, config, payload
+from djctl.clock import utc_naive  # noqa: F401 - re-exported: api.utc_naive
 from djctl.errors import one_line
 from djctl.queue import doorbell, migrations
 from djctl.queue import engines as store
@@ -19,6 +20,18 @@ from djctl.queue import engines as store
 _ready: set[tuple[int, str]] = set()
 _lock = threading.Lock()
 _orm_sessions: dict[int, Session] = {}
+
+
+def now() -> datetime:
+    """The current time, timezone-aware UTC, by the configured database's clock: so
+    ``run_at=djctl.now() + timedelta(minutes=5)`` means five minutes from now for the
+    workers too, whatever this host's clock says. The local clock while the database
+    cannot be reached."""
+    try:
+        engine()  # its first connection reads the database's clock
+    except Exception:  # noqa: BLE001 - a time is still better than an error here
+        pass
+    return clock.now()
 
 
 def configure(database_url: str | None = None, app: str | list[str] | None = None, **settings: Any) -> config.Settings:
@@ -31,6 +44,7 @@ def configure(database_url: str | None = None, app: str | list[str] | None = Non
     merged = base.replace(**{k: config._coerce(k, v, k) if k != "database_url" else v
                              for k, v in flags.items() if v is not None})
     store.normalize_url(merged.database_url)
+    config.validate(merged)
     config.set_current(merged)
     return merged
 

@@ -169,9 +169,29 @@ def load_settings(
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
 
-    settings = Settings(**values)
+    settings = validate(Settings(**values))
     if not settings.state_dir.is_absolute():
         settings = settings.replace(state_dir=(cwd / settings.state_dir).resolve())
+    return settings
+
+
+def validate(settings: Settings) -> Settings:
+    """``settings`` unchanged when its settings agree with each other; else ConfigError.
+
+    A lease is renewed every ``heartbeat_interval`` and may be taken over after
+    ``heartbeat_timeout`` without renewal, so the timeout must leave room for at least
+    two renewals, or live claims would be taken over between two of them.
+    """
+    interval, timeout = settings.heartbeat_interval, settings.heartbeat_timeout
+    if not timeout > 0:
+        raise ConfigError(f"heartbeat_timeout must be more than 0 seconds (got {timeout:g}); "
+                          f"set DJ_HEARTBEAT_TIMEOUT to, say, 60")
+    if not interval > 0:
+        raise ConfigError(f"heartbeat_interval must be more than 0 seconds (got {interval:g}); "
+                          f"set DJ_HEARTBEAT_INTERVAL to, say, 5")
+    if not interval * 2 < timeout:
+        raise ConfigError(f"heartbeat_interval ({interval:g}s) must be under half of heartbeat_timeout "
+                          f"({timeout:g}s); lower DJ_HEARTBEAT_INTERVAL or raise DJ_HEARTBEAT_TIMEOUT")
     return settings
 
 

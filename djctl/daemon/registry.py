@@ -5,10 +5,11 @@ Every supervisor writes one row per process on each heartbeat. From those rows:
 - a child the supervisor sees die has its claims released at once (the attempt counts);
 - on start, the rows a dead supervisor of this host left behind are cleared, and the
   claims of this host's dead workers released;
-- rows whose heartbeat is older than ``heartbeat_timeout`` (a whole host gone) are
-  released by any other supervisor on the same database.
-Times are naive UTC from the local clock: hosts sharing a database are assumed to
-keep their clocks within a small fraction of ``heartbeat_timeout``.
+- claims whose lease has gone unrenewed for ``heartbeat_timeout`` (their worker, or its
+  whole host, is gone or cut off) are released by any supervisor on the same database,
+  and rows whose heartbeat is that old are removed.
+Times are the database's (djctl.clock): hosts' clocks need not agree. A supervisor that
+was cut off itself judges no lease until it has been connected for a whole timeout.
 """
 
 from __future__ import annotations
@@ -19,17 +20,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Engine, and_, delete, or_, select
+from sqlalchemy import Engine, and_, bindparam, delete, or_, select, text
 from sqlalchemy.exc import DBAPIError
 
+from djctl import clock
 from djctl.clock import utc_naive, utcnow
 from djctl.daemon import render
 from djctl.daemon.model import ProcessInfo, State
 from djctl.errors import one_line
+from djctl.queue import claims
+from djctl.queue.schema import Timestamp
 from djctl.queue.schema import djctl_processes as table
 from djctl.worker import identity, recovery
 
 Wall = Callable[[], datetime]
+
+_expired_holders = text(
+    "SELECT locked_by, count(*) FROM delayed_jobs WHERE locked_at < :expired AND failed_at IS NULL "
+    "GROUP BY locked_by ORDER BY locked_by"
+).bindparams(bindparam("expired", type_=Timestamp))
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,17 @@ class Registry:
         self._wall = wall
 
     def publish(self, processes: Sequence[ProcessInfo]) -> None:
-        """Make this supervisor's rows exactly ``processes``, heartbeat now. A row of
-        the same host and name left by another supervisor is taken over."""
-        now = self._wall()
+        """Make this supervisor's rows exactly ``processes``, heartbeat now (reading the
+        database's clock again). A row of the same host and name left by another
+        supervisor is taken over."""
         names = [p.name for p in processes]
         t = table.c
         with self.engine.begin() as conn:
+            sql = clock.query(conn.dialect.name)
+            if sql is not None:
+                sent = time.monotonic()
+                clock.observe(conn.exec_driver_sql(sql).scalar(), sent, time.monotonic())
+            now = self._wall()
             mine = and_(t.host == self.host, or_(t.supervisor_pid == self.supervisor_pid, t.name.in_(names)))
             conn.execute(delete(table).where(mine))
             if processes:
@@ -91,8 +105,11 @@ class Registry:
             orphaned = [r for r in rows
                         if r.supervisor_pid != self.supervisor_pid and not identity.pid_alive(r.supervisor_pid)]
             names = {r.pid: r.name for r in orphaned if r.pid is not None}
+            # A twin host of our name has pids that mean nothing here: only workers marked
+            # as ours (see identity.py) are judged by their pid.
             dead = [identity.format(self.host, r.pid) for r in orphaned
-                    if r.pid is not None and not identity.pid_alive(r.pid, r.started_at)]
+                    if r.pid is not None and not identity.pid_alive(r.pid, r.started_at)
+                    and recovery.ours(conn, r.pid)]
             dead += [w for w in recovery.dead_workers(conn, self.host) if w not in dead]
             for worker in dead:
                 n = recovery.release_dead(conn, [worker], "its worker died while the supervisor was down",
@@ -105,29 +122,24 @@ class Registry:
         return out
 
     def recover_stale(self, timeout: float) -> list[Released]:
-        """Release the claims of every process whose supervisor has not heartbeated for
-        ``timeout`` seconds, and delete those rows. On this host a process still alive
-        keeps its claims."""
+        """Release every claim whose lease has gone unrenewed for ``timeout`` seconds by the
+        database's clock, whoever holds it (a live worker renews every heartbeat_interval,
+        and stops its job before its lease can expire); remove the rows of supervisors
+        silent as long. Returns what was released, per worker."""
         now = self._wall()
+        expired = now - timedelta(seconds=timeout)
         t = table.c
         out: list[Released] = []
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                select(t.id, t.host, t.name, t.pid, t.started_at).where(
-                    t.heartbeat_at < now - timedelta(seconds=timeout),
-                    or_(t.host != self.host, t.supervisor_pid != self.supervisor_pid),
-                )
-            ).all()
-            for r in rows:
-                if r.pid is None or (r.host == self.host and identity.pid_alive(r.pid, r.started_at)):
-                    continue
-                worker = identity.format(r.host, r.pid)
-                reason = f"no heartbeat from host {r.host} for {timeout:g}s; its worker is presumed dead"
-                n = recovery.release_dead(conn, [worker], reason, now, self.max_attempts)
-                if n:
-                    out.append(Released(r.name, worker, n))
-            if rows:
-                conn.execute(delete(table).where(t.id.in_([r.id for r in rows])))
+            names = {(r.host, r.pid): r.name for r in conn.execute(select(t.host, t.pid, t.name))}
+            holders = conn.execute(_expired_holders, {"expired": expired}).all()
+            if holders:
+                claims.release_expired(conn, timedelta(seconds=timeout), now, self.max_attempts)
+            for worker, n in holders:
+                parsed = identity.parse(worker) or ("", 0)
+                out.append(Released(names.get(parsed, "djctl"), worker, n))
+            conn.execute(delete(table).where(
+                t.heartbeat_at < expired, or_(t.host != self.host, t.supervisor_pid != self.supervisor_pid)))
         return out
 
     def _row(self, p: ProcessInfo, now: datetime) -> dict:
@@ -205,6 +217,7 @@ class Heartbeat:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._failing = False
+        self._connected_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="djctl-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -232,7 +245,7 @@ class Heartbeat:
                 return
             now = time.monotonic()
             if now >= next_beat:
-                if self._guard(lambda: self.registry.publish(self._snapshot())):
+                if self._guard(lambda: self.registry.publish(self._snapshot())) and self._judging():
                     self._guard(lambda: self._report(self.registry.recover_stale(self.timeout)))
                 next_beat = now + self.interval
             self._wake.wait(max(0.0, next_beat - time.monotonic()))
@@ -248,9 +261,16 @@ class Heartbeat:
             if n:
                 self._say(name, render.released(n, identity.format(self.registry.host, pid)))
 
+    def _judging(self) -> bool:
+        """Whether this supervisor may judge leases: only once connected for a whole
+        timeout (after start and after every database error), for while it was cut off it
+        could not see the renewals of others who were not."""
+        since = self._connected_since
+        return since is not None and time.monotonic() - since >= self.timeout
+
     def _report(self, released: list[Released]) -> None:
         for r in released:
-            self._say("djctl", render.released(r.count, r.worker) + f" ({r.name}, no heartbeat)")
+            self._say("djctl", render.released(r.count, r.worker) + f" ({r.name}, lease expired)")
 
     def _guard(self, action: Callable[[], object]) -> bool:
         try:
@@ -259,7 +279,10 @@ class Heartbeat:
             if not self._failing:
                 self._say("djctl", f"Database unavailable ({one_line(e)}); retrying")
             self._failing = True
+            self._connected_since = None
             return False
+        if self._connected_since is None:
+            self._connected_since = time.monotonic()
         if self._failing:
             self._say("djctl", "Database available again")
         self._failing = False

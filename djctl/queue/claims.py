@@ -102,6 +102,14 @@ class Claims:
         self._delete = _stmt(
             "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :me", "ids"
         )
+        if dialect in ("postgresql", "sqlite"):
+            self._delete_returning = _stmt(
+                "DELETE FROM delayed_jobs WHERE id IN :ids AND locked_by = :me RETURNING id", "ids"
+            )
+        else:
+            self._mine = _stmt(
+                "SELECT id FROM delayed_jobs WHERE id IN :ids AND locked_by = :me FOR UPDATE", "ids"
+            )
         self._fail = _stmt(
             "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
             "run_at = :run_at, failed_at = :failed_at, updated_at = :now "
@@ -149,11 +157,15 @@ class Claims:
             # One statement, so one round trip and one commit: finished jobs go as the
             # next ones are claimed (the claim cannot see the deleted rows, which this
             # worker holds anyway).
+            # The deleted ids come back too (with no handler), so that a completion whose
+            # claim was taken over meanwhile is known as lost rather than reported done.
             self._complete_and_claim = _stmt(
-                "WITH done AS (DELETE FROM delayed_jobs WHERE id IN :done AND locked_by = :me) "
-                f"UPDATE delayed_jobs SET {set_lock} WHERE id IN ("
+                "WITH done AS (DELETE FROM delayed_jobs WHERE id IN :done AND locked_by = :me RETURNING id), "
+                f"claimed AS (UPDATE delayed_jobs SET {set_lock} WHERE id IN ("
                 f"SELECT id FROM delayed_jobs WHERE {where} ORDER BY priority, run_at "
-                f"LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+                f"LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}) "
+                f"SELECT {_COLUMNS} FROM claimed UNION ALL "
+                "SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done",
                 "done",
                 *expanding,
             )
@@ -180,12 +192,19 @@ class Claims:
         first, then oldest run_at. Two workers never get the same row. The finished
         jobs ``complete`` are deleted first, as by :meth:`complete`.
         """
+        return self.complete_and_claim(conn, limit, now, complete)[0]
+
+    def complete_and_claim(self, conn: Connection, limit: int, now: datetime,
+                           complete: Sequence[int] = ()) -> tuple[list[ClaimedJob], set[int]]:
+        """:meth:`claim`, also returning which of ``complete`` were deleted (this worker
+        still held them); the others' claims were lost, their outcome not recorded."""
         params = {"now": now, "me": self.locked_by, "limit": limit, **self.filter.params()}
         if complete and self.dialect == "postgresql":
-            return _rows(conn.execute(self._complete_and_claim, {**params, "done": list(complete)}))
-        self.complete(conn, complete)
+            rows = list(conn.execute(self._complete_and_claim, {**params, "done": list(complete)}))
+            return _rows(r for r in rows if r[1] is not None), {r[0] for r in rows if r[1] is None}
+        done = self.completed(conn, complete)
         if self.dialect in ("postgresql", "sqlite"):
-            return _rows(conn.execute(self._claim, params))
+            return _rows(conn.execute(self._claim, params)), done
         jobs = _rows(conn.execute(self._select, params))
         if jobs:
             conn.execute(self._lock, {"ids": [j.id for j in jobs], "now": now, "me": self.locked_by})
@@ -193,7 +212,19 @@ class Claims:
                 ClaimedJob(j.id, j.handler, j.attempts + 1, j.priority, j.run_at, j.queue, j.reoccur_in, j.cron)
                 for j in jobs
             ]
-        return jobs
+        return jobs, done
+
+    def completed(self, conn: Connection, ids: Sequence[int]) -> set[int]:
+        """Delete finished jobs that this worker still holds; returns the ids deleted."""
+        if not ids:
+            return set()
+        params = {"ids": list(ids), "me": self.locked_by}
+        if self.dialect in ("postgresql", "sqlite"):
+            return set(conn.scalars(self._delete_returning, params))
+        held = set(conn.scalars(self._mine, params))
+        if held:
+            conn.execute(self._delete, {"ids": list(held), "me": self.locked_by})
+        return held
 
     def complete(self, conn: Connection, ids: Sequence[int]) -> int:
         """Delete finished jobs that this worker still holds; returns how many it deleted."""
@@ -246,10 +277,9 @@ class Claims:
         return conn.execute(self._leave, params).rowcount == 1
 
     def renew(self, conn: Connection, ids: Sequence[int], now: datetime) -> set[int]:
-        """Renew the claim on jobs this worker holds but has not started; returns those still held.
-
-        A job waiting in the worker's read-ahead must not look abandoned (locked longer
-        ago than max_run_time) to other workers; one no longer held must not be started.
+        """Renew this worker's lease on the claims ``ids`` (waiting or running); returns those
+        still held. A claim is taken over only once its lease has gone unrenewed for
+        heartbeat_timeout; one no longer held must not be started, or must be stopped.
         """
         if not ids:
             return set()
@@ -270,7 +300,7 @@ _release_dead = _stmt(
 )
 _release_expired = _stmt(
     "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
-    "last_error = 'claim expired after max_run_time; its worker is presumed dead', "
+    "last_error = 'lease expired: its worker stopped renewing it and is presumed dead', "
     "failed_at = CASE WHEN attempts >= :max_attempts AND reoccur_in IS NULL AND cron IS NULL THEN :now "
     "ELSE NULL END, updated_at = :now "
     "WHERE locked_at < :expired AND failed_at IS NULL"
@@ -294,8 +324,10 @@ def release_dead(
     return conn.execute(_release_dead, params).rowcount
 
 
-def release_expired(conn: Connection, max_run_time: timedelta, now: datetime, max_attempts: int) -> int:
-    """Release claims older than ``max_run_time``: their holder cannot still be running them."""
-    params = {"expired": now - max_run_time, "now": now, "max_attempts": max_attempts}
+def release_expired(conn: Connection, lease: timedelta, now: datetime, max_attempts: int) -> int:
+    """Release claims whose lease was last renewed more than ``lease`` (heartbeat_timeout)
+    before ``now`` (the database's time): a live worker renews its claims every
+    heartbeat_interval, and one that cannot has stopped its job before this."""
+    params = {"expired": now - lease, "now": now, "max_attempts": max_attempts}
     return conn.execute(_release_expired, params).rowcount
 

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 
+from djctl import clock
 from djctl.config import ConfigError
 
 _DRIVERS = {
@@ -166,7 +167,9 @@ def make_engine(url: str | URL, pool_size: int = 5) -> Engine:
         kwargs["connect_args"] = {"connect_timeout": 10}
     else:
         kwargs["connect_args"] = {"connect_timeout": 10}
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    event.listen(engine, "connect", lambda dbapi_conn, _record: clock.sync_dbapi(dbapi_conn, backend))
+    return engine
 
 
 _engines: dict[tuple[int, str], Engine] = {}

@@ -1,11 +1,19 @@
 """A worker's name in ``locked_by`` — ``host:<hostname> pid:<pid>``, as delayed_job writes it —
-and whether the process behind such a name is still alive."""
+whether the process behind such a name is still alive, and whether it is provably ours.
+
+Host names are not unique (cloned machines, containers sharing the host's network), and
+a pid means something only in one PID namespace of one boot. So a worker leaves a mark,
+beside its journal, naming where it runs (:func:`node`); a claim of a dead pid is ours to
+release at once only when the mark of that pid names our node. Any other claim is judged
+by its lease alone.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psutil
 
@@ -38,6 +46,38 @@ def like(host: str) -> str:
     """A SQL LIKE pattern for the names of the workers on ``host``. Unescaped (SQLite has no
     default LIKE escape): it may match more, so check each name with :func:`parse`."""
     return f"{_PREFIX}{host}{_PID}%"
+
+
+def node() -> str:
+    """Where this process's pids mean something: the boot and the PID namespace."""
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()  # noqa: SIM115 - read once
+    except OSError:
+        boot = "?"
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{boot}/{namespace}"
+
+
+def mark(file: Path) -> None:
+    """Leave this worker's node in ``file`` (see :func:`ours`)."""
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(node())
+    except OSError:
+        pass  # without a mark the worker is judged by its lease alone: slower, still safe
+
+
+def ours(file: Path) -> bool:
+    """Whether the worker that left ``file`` (see :func:`mark`) ran in our boot and PID
+    namespace, so that its pid can be looked up in our process table."""
+    try:
+        return file.read_text() == node()
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int | None, started: datetime | None = None) -> bool:

@@ -56,8 +56,8 @@ class InFlight:
         """Called as each job starts, when the executor does not say it."""
         self.sent: deque[Running] = deque()
         self.child: Child | None = None
-        self.fresh: dict[int, float] = {}
-        """Job id -> clock when its locked_at was last written."""
+        self.fenced = False
+        """The lease guard killed the child: what it held is abandoned, not failed."""
         self.job_seconds = 0.05
         """A moving average of how long jobs take; assume slow at first."""
         self.skipped_held: list[int] = []
@@ -116,10 +116,9 @@ class InFlight:
         if running.revoked and self.child is not None:
             self.child.unrevoke(running.job.id)
         running.max_attempts = msg.max_attempts
-        # Stopped before its claim could look expired to other workers, too.
-        fresh = self.fresh.pop(running.job.id, running.started)
-        expires = fresh + self.max_run_time
-        running.deadline = min(running.started + msg.max_run_time, expires) if msg.max_run_time else None
+        # max_run_time is the job's own limit; its claim stays ours as long as the lease is
+        # renewed (see lease.py), however long it runs.
+        running.deadline = running.started + msg.max_run_time if msg.max_run_time else None
         if self.on_start is not None and msg.max_run_time:  # 0: it could not be loaded, never ran
             self.on_start(running)
 
@@ -185,6 +184,8 @@ class InFlight:
         still loading failed too: a job that kills its process on import must not loop.
         """
         self.child = None
+        if self.fenced:
+            return  # killed by the lease guard: abandon() settles what it held
         if self.sent and (self.sent[0].started is not None or loading_counts):
             running = self.sent.popleft()
             job = running.job
@@ -201,6 +202,25 @@ class InFlight:
                     self.skipped_held.append(running.job.id)
                 continue
             pending.appendleft(running.job)
+
+    def kill(self) -> None:
+        """SIGKILL the executor, from any thread (the lease guard's)."""
+        child = self.child
+        if child is not None:
+            self.fenced = True
+            child.signal(signal.SIGKILL)
+
+    def abandon(self) -> list[Running]:
+        """Kill the executor (if not already) and give up every job sent to it, with no
+        outcome: their claims are about to expire or are gone. Returns what was sent."""
+        if self.child is not None:
+            self.child.signal(signal.SIGKILL)
+            self.child.reap()
+            self.child = None
+        self.fenced = False
+        gone = list(self.sent)
+        self.sent.clear()
+        return gone
 
     def drain(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
         """Let the executor end: read to its end, for a job whose Started message still sits

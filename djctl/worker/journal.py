@@ -71,8 +71,14 @@ def reset(file: Path) -> None:
         pass
 
 
+def mark_of(file: Path) -> Path:
+    """Where the worker of the journal ``file`` marks its node (see identity.mark)."""
+    return file.with_name(file.name + ".node")
+
+
 def discard(file: Path) -> None:
-    try:
-        file.unlink()
-    except OSError:
-        pass
+    for f in (file, mark_of(file)):
+        try:
+            f.unlink()
+        except OSError:
+            pass

@@ -1,5 +1,5 @@
-"""Releasing the claims of workers that are gone — dead on this host, silent elsewhere, or
-holding a claim longer than max_run_time. One implementation, for the worker's maintenance
+"""Releasing the claims of workers that are gone — dead on this host (provably ours), or
+anywhere once their lease has gone unrenewed for heartbeat_timeout. One implementation, for the worker's maintenance
 pass and for the supervisor alike.
 
 A dead worker of this host may have left a journal (see journal.py): the jobs it finished
@@ -51,20 +51,29 @@ def release_dead(conn: Connection, names: Sequence[str], error: str, now: dateti
 
 
 def dead_workers(conn: Connection, host: str, alive: Alive = identity.pid_alive) -> list[str]:
-    """The names of ``host``'s workers that hold claims but whose process is gone."""
+    """The names of ``host``'s workers that hold claims but whose process is gone — only
+    those provably ours (marked with our boot and PID namespace, see identity.py): a
+    twin host of the same name is judged by its leases alone."""
     dead = []
     for name in conn.execute(_held_on_host, {"p": identity.like(host)}).scalars():
         parsed = identity.parse(name)
-        if parsed is not None and parsed[0] == host and not alive(parsed[1]):
+        if parsed is not None and parsed[0] == host and not alive(parsed[1]) and ours(conn, parsed[1]):
             dead.append(name)
     return dead
 
 
-def recover(conn: Connection, now: datetime, max_run_time: timedelta, max_attempts: int,
+def ours(conn: Connection, pid: int) -> bool:
+    """Whether this host name's worker ``pid`` ran in our boot and PID namespace (its mark)."""
+    return identity.ours(journal.mark_of(journal.path(conn.engine.url, pid)))
+
+
+def recover(conn: Connection, now: datetime, lease: timedelta | None, max_attempts: int,
             host: str | None = None) -> int:
-    """The worker's maintenance pass: release claims older than ``max_run_time`` and those
-    of ``host``'s (default: this host's) dead workers; returns how many were released."""
-    n = claims.release_expired(conn, max_run_time, now, max_attempts)
+    """The worker's maintenance pass: release claims whose lease (``heartbeat_timeout``)
+    has expired by the database's clock ``now`` — None: do not judge leases yet, for this
+    process has not been connected long enough to know who renewed — and the claims of
+    ``host``'s (default: this host's) dead workers; returns how many were released."""
+    n = 0 if lease is None else claims.release_expired(conn, lease, now, max_attempts)
     dead = dead_workers(conn, host or identity.hostname())
     if dead:
         n += release_dead(conn, dead, "worker process died while running this job", now, max_attempts)
@@ -73,7 +82,7 @@ def recover(conn: Connection, now: datetime, max_run_time: timedelta, max_attemp
 
 def _settle_journaled(conn: Connection, name: str, now: datetime) -> None:
     parsed = identity.parse(name)
-    if parsed is None or parsed[0] != identity.hostname():
+    if parsed is None or parsed[0] != identity.hostname() or not ours(conn, parsed[1]):
         return  # another host's journal is out of reach: its jobs may just run again
     file = journal.path(conn.engine.url, parsed[1])
     entries = journal.read(file)

@@ -6,11 +6,15 @@ and fast jobs share commits.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from djctl import api, clock
 from djctl.queue.claims import ClaimedJob, Claims
@@ -18,15 +22,28 @@ from djctl.recurrence import next_run
 from djctl.worker import recovery
 from djctl.worker.messages import Outcome
 
+
+def _read_clock(conn: Connection) -> None:
+    """Read the database's clock again (it was read at connect): local clocks drift."""
+    sql = clock.query(conn.dialect.name)
+    if sql is not None:
+        sent = time.monotonic()
+        value = conn.exec_driver_sql(sql).scalar()
+        clock.observe(value, sent, time.monotonic())
+
+
+_exists = text("SELECT id FROM delayed_jobs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
 _mine = text("SELECT id FROM delayed_jobs WHERE locked_by = :me")
 
 
 @dataclass(frozen=True)
 class Round:
-    """What one round does. ``claim`` jobs are claimed (0: none); with ``maintenance``,
-    the claims ``waiting`` (held, not started) are renewed and dead workers' released.
+    """What one round does. ``claim`` jobs are claimed (0: none); with ``renew``, the
+    leases on the claims ``waiting`` (held: waiting or running) are renewed; with
+    ``maintenance``, dead workers' claims and expired leases are released.
     ``known`` is every claim the worker knows it holds: after a failed round, any other
-    row locked in its name was claimed without its hearing of it, and goes back.
+    row locked in its name was claimed without its hearing of it (or was given up when
+    its lease could not be renewed), and goes back with its attempt refunded.
     ``release`` are claims it gives back unstarted, for another worker to run."""
 
     outcomes: Sequence[Outcome] = ()
@@ -34,73 +51,92 @@ class Round:
     maintenance: bool = False
     waiting: Sequence[int] = ()
     known: Collection[int] = ()
+    renew: bool = False
     release: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """What a round got: the jobs it claimed, and (after maintenance) which of the waiting
-    claims are still held — None when it did not look."""
+    """What a round got: the jobs it claimed, which of the waiting claims are still held
+    (None when it did not renew), and the outcomes it could not record because their
+    claim had been lost (taken over after its lease expired)."""
 
     jobs: list[ClaimedJob] = field(default_factory=list)
     held: set[int] | None = None
+    lost: set[int] = field(default_factory=set)
 
 
 class Rounds:
     """One worker's connection and its rounds. Every method raises DBAPIError when the
     database fails; the connection is then dropped and the next round reconnects."""
 
-    def __init__(self, database_url: str, claims: Claims, *, max_run_time: timedelta,
-                 max_attempts: int, destroy_failed: bool) -> None:
+    def __init__(self, database_url: str, claims: Claims, *, lease: timedelta,
+                 max_attempts: int, destroy_failed: bool, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.database_url = database_url
         self.claims = claims
-        self.max_run_time = max_run_time
+        self.lease = lease
         self.max_attempts = max_attempts
         self.destroy_failed = destroy_failed
+        self.monotonic = monotonic
         self.unsure = False
         """A round failed: a claim may have committed without our hearing of it."""
         self._conn: Connection | None = None
+        self._connected_since: float | None = None
 
     def run(self, r: Round) -> Claimed:
-        """One transaction: record ``r.outcomes``, then maintenance, then the claim."""
+        """One transaction: record ``r.outcomes``, renew, then maintenance, then the claim."""
         conn = self._connection()
-        now = clock.utcnow()
         jobs: list[ClaimedJob] = []
         held = None
         try:
             with conn.begin():
-                done = self._record(conn, r.outcomes, now, claiming=r.claim > 0)
+                if r.maintenance:
+                    _read_clock(conn)
+                now = clock.utcnow()
+                done, lost = self._record(conn, r.outcomes, now, claiming=r.claim > 0)
                 self.claims.release(conn, r.release, now)
                 if self.unsure:
                     mine = [i for (i,) in conn.execute(_mine, {"me": self.claims.locked_by}) if i not in r.known]
                     self.claims.release(conn, mine, now)
+                if r.renew:
+                    held = self.claims.renew(conn, r.waiting, now)
                 if r.maintenance:
-                    if r.waiting:
-                        held = self.claims.renew(conn, r.waiting, now)
-                    recovery.recover(conn, now, self.max_run_time, self.max_attempts)
+                    recovery.recover(conn, now, self.lease if self._judging() else None, self.max_attempts)
                 if r.claim > 0:
-                    jobs = self.claims.claim(conn, r.claim, now, complete=done)
+                    jobs, deleted = self.claims.complete_and_claim(conn, r.claim, now, complete=done)
+                    lost |= self._still_there(conn, set(done) - deleted)
         except Exception:
             self.drop()
             self.unsure = True
             raise
         self.unsure = False
-        return Claimed(jobs, held)
+        if self._connected_since is None:
+            self._connected_since = self.monotonic()
+        return Claimed(jobs, held, lost)
 
-    def finish(self, outcomes: Sequence[Outcome], unstarted: Sequence[int]) -> None:
-        """The last round: record ``outcomes`` and give back the claims ``unstarted``."""
+    def _judging(self) -> bool:
+        """Whether this worker may judge others' leases: only once it has been connected
+        for a whole lease, for while it was cut off it could not see their renewals."""
+        since = self._connected_since
+        return since is not None and self.monotonic() - since >= self.lease.total_seconds()
+
+    def finish(self, outcomes: Sequence[Outcome], unstarted: Sequence[int]) -> set[int]:
+        """The last round: record ``outcomes`` and give back the claims ``unstarted``;
+        returns the outcomes not recorded because their claim was lost."""
         conn = self._connection()
         now = clock.utcnow()
         try:
             with conn.begin():
-                self._record(conn, outcomes, now)
+                _, lost = self._record(conn, outcomes, now)
                 self.claims.release(conn, unstarted, now)
         except Exception:
             self.drop()
             raise
+        return lost
 
     def drop(self) -> None:
         """Forget the connection (it failed, or the worker is done)."""
+        self._connected_since = None
         if self._conn is not None:
             try:
                 self._conn.invalidate()
@@ -120,17 +156,48 @@ class Rounds:
         return self._conn
 
     def _record(self, conn: Connection, outcomes: Sequence[Outcome], now: datetime,
-                claiming: bool = False) -> list[int]:
+                claiming: bool = False) -> tuple[list[int], set[int]]:
         """Write every outcome but the plain successes when ``claiming`` (the claim deletes
-        those); returns the successes' ids."""
+        those); returns the successes' ids, and the outcomes not written because this
+        worker no longer held their claim."""
         done = [o.job.id for o in outcomes if o.ok and not o.job.recurring]
+        lost: set[int] = set()
         if not claiming:
-            self.claims.complete(conn, done)
+            lost |= set(done) - self.claims.completed(conn, done)
+            lost = self._still_there(conn, lost)
         for o in outcomes:
             if o.left:
-                self.claims.leave(conn, o.job.id, o.error or "", now)
+                written = self.claims.leave(conn, o.job.id, o.error or "", now)
             elif o.job.recurring:
-                self.claims.reschedule(conn, o.job.id, next_run(o.job, now), now, o.error)
+                written = self.claims.reschedule(conn, o.job.id, next_run(o.job, now), now, o.error)
             elif not o.ok:
-                self.claims.fail(conn, o.job.id, o.error or "", now, o.retry_at, self.destroy_failed)
-        return done
+                written = self.claims.fail(conn, o.job.id, o.error or "", now, o.retry_at, self.destroy_failed)
+            else:
+                continue
+            if not written:
+                lost.add(o.job.id)
+        return done, lost
+
+    def _still_there(self, conn: Connection, ids: set[int]) -> set[int]:
+        """Of the completions ``ids`` whose DELETE matched nothing, those whose row still
+        exists: their claim was lost. A row already gone was deleted by a round of ours
+        whose commit we did not hear of (the connection dropped) — recorded after all."""
+        if not ids:
+            return ids
+        return set(conn.scalars(_exists, {"ids": sorted(ids)}))
+
+    def interrupt(self) -> None:
+        """From another thread: break the connection under a round that hangs (a silent
+        partition holds every byte, and no driver times out a read by itself), so that
+        the round fails now rather than after the kernel gives up, minutes later."""
+        conn = self._conn
+        try:
+            raw = conn.connection.dbapi_connection if conn is not None else None
+            fd = raw.fileno() if raw is not None and hasattr(raw, "fileno") else None
+            if fd is None and raw is not None and getattr(raw, "_sock", None) is not None:
+                fd = raw._sock.fileno()
+        except Exception:  # noqa: BLE001 - nothing to break
+            return
+        if fd is not None and fd >= 0:
+            with contextlib.suppress(OSError):
+                socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_RDWR)

@@ -17,18 +17,19 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError
 
-from djctl import api, config, proctitle
+from djctl import api, clock, config, proctitle
 from djctl.errors import one_line
 from djctl.queue import engines as store
 from djctl.queue.claims import ClaimedJob, Claims, Filter
 from djctl.worker import identity, journal
 from djctl.worker.inflight import InFlight, Running
+from djctl.worker.lease import Guard
 from djctl.worker.messages import Outcome
 from djctl.worker.report import Events, Report, throughput
 from djctl.worker.rounds import Claimed, Round, Rounds
@@ -91,6 +92,7 @@ class _Pass:
     """Claims given back unstarted, not yet released in the table."""
     next_poll: float = 0.0
     next_maintenance: float = 0.0
+    next_renew: float = 0.0
     next_listen: float = 0.0  # when to try LISTEN (or the doorbell) again after losing it
     db_retry_at: float = 0.0
     db_backoff: float = 0.5
@@ -173,13 +175,15 @@ class Worker:
     def _run(self, p: _Pass) -> tuple[int, int]:
         assert self.settings is not None
         self.name = identity.format(identity.hostname(), os.getpid())
+        clock.warn = self._say  # a skewed clock is reported in the worker's own log
         engine = api.engine(self.settings.database_url)
         self._url = store.normalize_url(self.settings.database_url)
         self._sqlite = store.sqlite_path(self._url)
         self._file = None if self._sqlite is None else store.file_identity(self._sqlite)
         self.rounds = Rounds(self.settings.database_url, Claims(engine.dialect.name, self.name, self.filter),
-                             max_run_time=self.max_run_time, max_attempts=self.max_attempts,
-                             destroy_failed=self.settings.destroy_failed_jobs)
+                             lease=timedelta(seconds=self.settings.heartbeat_timeout),
+                             max_attempts=self.max_attempts, destroy_failed=self.settings.destroy_failed_jobs,
+                             monotonic=self.clock)
         if self._events is None:  # once: work_off may run many passes
             self._events = Events.from_env(os.environ, self._say)
         # Writing to our stdout, the executor says RUN itself, ahead of the job's own
@@ -189,6 +193,7 @@ class Worker:
         p.since = (self.clock(), 0, 0)
         self._journal = journal.path(self._url, os.getpid())
         journal.reset(self._journal)  # a previous worker's with this pid has long been dealt with
+        identity.mark(journal.mark_of(self._journal))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -202,12 +207,16 @@ class Worker:
                                  kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited(),
                                  say=f"[Worker({self.name})] " if executor_says else None,
                                  on_start=None if executor_says else self._started)
+        self.guard = Guard(self.settings.heartbeat_interval, self.settings.heartbeat_timeout,
+                           self._fence_now, self.clock)
+        self.guard.start()
         try:
             if not p.until_empty:
                 self._listen(p, first=True)
             while self._step(p):
                 pass
         finally:
+            self.guard.stop()
             self._shutdown(p)
             if p.waker is not None:
                 p.waker.close()
@@ -245,8 +254,13 @@ class Worker:
             and now >= p.hold_until
             and not any(o.left for o in p.outcomes)  # the claim would take them right back
         )
-        if (p.outcomes or want or p.give_back or now >= p.next_maintenance) and now >= p.db_retry_at:
+        if self.guard.expired():
+            self._fence(p)
+        if ((p.outcomes or want or p.give_back or now >= p.next_maintenance or self._renew_due(p, now))
+                and now >= p.db_retry_at):
             self._database(p, now, want)
+        if self.guard.expired():
+            self._fence(p)
         self._dispatch(p)
         if not self.inflight.sent and not p.outcomes:
             if self._stop:
@@ -278,12 +292,14 @@ class Worker:
         n = 0
         if want:
             n = self._window() if p.limit is None else min(self._window(), p.limit - p.claimed)
+        renew = self._renew_due(p, now)
+        held = [j.id for j in p.pending] + [r.job.id for r in self.inflight.sent if not r.released]
         r = Round(
-            outcomes=p.outcomes, claim=n, maintenance=maintenance,
-            # Jobs handed to the executor but not started are renewed too; lost ones are
-            # held back, or revoked from the executor.
-            waiting=[j.id for j in p.pending] + self.inflight.unstarted(),
-            known={j.id for j in p.pending} | {r.job.id for r in self.inflight.sent} | {o.job.id for o in p.outcomes},
+            outcomes=p.outcomes, claim=n, maintenance=maintenance, renew=renew,
+            # Every claim held is renewed, the running job's too; lost ones are held back,
+            # revoked from the executor, or stopped. Those given back are no longer held.
+            waiting=held,
+            known=set(held) | {o.job.id for o in p.outcomes},
             release=list(p.give_back),
         )
         stamp = self.clock()  # no later than the locked_at the round writes
@@ -296,15 +312,20 @@ class Worker:
             return
         p.db_backoff = 0.5
         p.give_back.clear()
+        if renew or not held:
+            self.guard.renewed(stamp)  # every claim held now was written at or after stamp
+        if renew:
+            # Every interval, but no more often than four times per lease span: each renewal
+            # is a write (on SQLite, the one write lock), and three may be missed safely.
+            p.next_renew = now + max(self.settings.heartbeat_interval, self.guard.span / 4)
         self._settled(p, got, stamp)
         if maintenance:
-            # Often enough that claims waiting in the read-ahead are renewed
-            # long before they could look expired.
-            p.next_maintenance = now + min(max(self.sleep_delay, 1.0) * 6,
-                                           self.max_run_time.total_seconds() / 20)
+            p.next_maintenance = now + min(max(self.sleep_delay, 1.0) * 6, self.settings.heartbeat_timeout / 2)
         if want:
             p.claimed += len(got.jobs)
             p.pending.extend(got.jobs)
+        if not p.pending and not self.inflight.sent:
+            self.guard.idle()
             p.idle = not got.jobs
             if p.idle:
                 p.next_poll = self.clock() + self.sleep_delay
@@ -312,24 +333,30 @@ class Worker:
             self._listen(p)
 
     def _settled(self, p: _Pass, got: Claimed, stamp: float) -> None:
-        """A round committed: note fresh claims, drop lost ones, report the outcomes."""
-        for job_id in [j.id for j in got.jobs] + sorted(got.held or ()):
-            self.inflight.fresh[job_id] = stamp
+        """A round committed: drop lost claims (stopping a running job whose claim is
+        gone), report the outcomes."""
         if got.held is not None:
             lost = [j for j in p.pending if j.id not in got.held]
             for j in lost:
                 p.pending.remove(j)
             for job_id in [j.id for j in lost] + self.inflight.revoke_lost(got.held):
                 self._say(f"Job (id={job_id}) was taken over by another worker before it started; skipped")
-        self._reported(p)
+            running = self.inflight.sent[0] if self.inflight.sent else None
+            if running is not None and running.started is not None and running.job.id not in got.held:
+                self._stop_running(p, f"Job {running.name} (id={running.job.id}) claim lost "
+                                      f"(taken over by another worker); stopped")
+        self._reported(p, got.lost)
         if not self.inflight.sent and not p.pending:
             # Everything the executor finished is recorded and nothing is in its hands.
             journal.reset(self._journal)
         _flush()
 
-    def _reported(self, p: _Pass) -> None:
+    def _reported(self, p: _Pass, lost: Collection[int] = ()) -> None:
         left = 0
         for o in p.outcomes:
+            if o.job.id in lost:
+                self._say(f"Job {o.name} (id={o.job.id}) claim lost; outcome not recorded")
+                continue
             if o.left:
                 left += 1
             elif o.ok:
@@ -378,6 +405,34 @@ class Worker:
                       f"{len(ids)} job(s) claimed ahead of it, for another worker")
             p.give_back.extend(ids)
         return True
+
+    def _renew_due(self, p: _Pass, now: float) -> bool:
+        return now >= p.next_renew and bool(p.pending or self.inflight.sent)
+
+    def _fence_now(self) -> None:
+        """The lease guard's thread: the lease could not be renewed in time. Kill the job in
+        hand now, and break a round hung on a silent connection; the loop does the rest."""
+        self.inflight.kill()
+        self.rounds.interrupt()
+
+    def _fence(self, p: _Pass) -> None:
+        """Give up every claim held (the lease may expire before we can renew it): the
+        running job is killed and said to be stopped; waiting ones are dropped. They go back
+        to the queue, attempt refunded, by the first round that reaches the database."""
+        self.inflight.kill()
+        for r in self.inflight.abandon():
+            if r.started is not None:
+                self._say(f"Job {r.name} (id={r.job.id}) stopped: lease could not be renewed")
+        p.pending.clear()
+        self.rounds.unsure = True  # the next round gives back what is locked in our name
+        self.guard.clear()
+
+    def _stop_running(self, p: _Pass, message: str) -> None:
+        """Kill the running job (its claim is gone); the ones queued behind it wait again."""
+        for r in reversed(self.inflight.abandon()):
+            if r.started is None:
+                p.pending.appendleft(r.job)
+        self._say(message)
 
     def _listen(self, p: _Pass, first: bool = False) -> None:
         """Open wake-ups (LISTEN, or the doorbell); without them the worker polls."""
@@ -470,12 +525,12 @@ class Worker:
                      + p.give_back + self.inflight.skipped_held)
         for attempt in range(3):
             try:
-                self.rounds.finish(p.outcomes, unstarted)
+                lost = self.rounds.finish(p.outcomes, unstarted)
             except DBAPIError as e:
                 self._say(f"could not record outcomes ({one_line(e)}); retrying")
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            self._reported(p)
+            self._reported(p, lost)
             journal.discard(self._journal)
             break
         self.rounds.drop()

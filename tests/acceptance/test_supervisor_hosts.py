@@ -1,5 +1,5 @@
 """Two supervisors under different host names on one PostgreSQL database: each sees the
-other's processes, and recovers the other's claims when its heartbeats stop."""
+other's processes, and recovers the other's claims when their leases expire."""
 
 from __future__ import annotations
 
@@ -57,13 +57,13 @@ def test_ps_all_hosts_and_recovery_after_heartbeat_timeout(hosts, tmp_path):
 
     alpha.kill_everything()  # SIGKILL to the supervisor, its workers and their children at once
     wait_for(lambda: job_row(alpha.db_url, a_job)["locked_by"] is None, TIMEOUT + 10,
-             message="beta to release alpha's claim after the heartbeat timeout")
+             message="beta to release alpha's claim once its lease expired")
     row = job_row(alpha.db_url, a_job)
-    assert row["failed_at"] is None and "no heartbeat from host alpha" in row["last_error"]
+    assert row["failed_at"] is None and "lease expired" in row["last_error"]
+    # beta's own job runs on: its worker renews the lease on it.
     assert dict(locked(alpha.db_url))[b_job] == f"host:beta pid:{beta_pid}"
-    wait_for(lambda: beta.log_has(rf"djctl\[djctl\]: Released 1 job held by {a_holder} \(worker\.\d, no heartbeat\)"),
-             5, message="beta to say so")
-    assert {r["host"] for r in registered(alpha.db_url)} == {"beta"}
+    wait_for(lambda: {r["host"] for r in registered(alpha.db_url)} == {"beta"}, 10,
+             message="beta to remove alpha's silent rows")
     beta.cli("down")  # its worker is mid-job: SIGKILLed after the grace period, claim released
     assert registered(alpha.db_url) == []
     assert locked(alpha.db_url) == []

@@ -113,3 +113,23 @@ class Forever:
                 time.sleep(3600)
             except BaseException:  # noqa: BLE001 - that is the point of this job
                 pass
+
+
+@dataclass
+class Traced:
+    """Writes ``start``, a ``tick`` every 0.1 s, then ``end`` — each ``<what> <key> <worker pid>
+    <time>`` — over ``seconds``: a run cut short ends at its last tick, and two runs at
+    once overlap in time."""
+
+    path: str
+    key: str
+    seconds: float
+
+    def perform(self) -> None:
+        me = os.getppid()
+        _line(self.path, f"start {self.key} {me} {time.time():.3f}")
+        until = time.monotonic() + self.seconds
+        while time.monotonic() < until:
+            time.sleep(0.1)
+            _line(self.path, f"tick {self.key} {me} {time.time():.3f}")
+        _line(self.path, f"end {self.key} {me} {time.time():.3f}")

@@ -95,6 +95,9 @@ class Proxy:
     :meth:`cut` closes every connection (both ends, with a reset) and, until
     :meth:`restore`, resets every new one as soon as it is accepted: to a client the
     database is gone, as in a crash or a network cut.
+
+    :meth:`freeze` holds every byte instead, both ways, on open connections and new ones
+    alike, until :meth:`thaw`: a silent partition, where nothing fails, everything waits.
     """
 
     def __init__(self, target: tuple[str, int]) -> None:
@@ -104,6 +107,8 @@ class Proxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._cut = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.cut_at = 0.0
         self._closed = False
         self.accepted = 0
@@ -129,12 +134,20 @@ class Proxy:
         test's input, so this one sleeps."""
         time.sleep(max(0.0, self.cut_at + seconds - time.monotonic()))
 
+    def freeze(self) -> None:
+        self.cut_at = time.monotonic()
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def restore(self) -> None:
         with self._lock:
             self._cut = False
 
     def close(self) -> None:
         self._closed = True
+        self.thaw()
         self.cut()
         self._listener.close()
 
@@ -144,6 +157,7 @@ class Proxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            self._flowing.wait()  # a frozen proxy accepts, then holds the connection
             with self._lock:
                 cut = self._cut
             if cut:
@@ -172,6 +186,7 @@ class Proxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -11,7 +11,7 @@ import djctl
 from djctl.queue import claims as claim
 from djctl.queue.claims import Claims, Filter
 from djctl.queue.schema import delayed_jobs
-from djctl.worker import identity
+from djctl.worker import identity, journal
 from tests import jobs
 from tests.support.rows import row, utcnow
 
@@ -143,14 +143,14 @@ def test_release_dead_keeps_the_attempt_and_fails_spent_jobs(engine):
     assert (rc["locked_by"], rc["attempts"]) == (alive, 1)
 
 
-def test_release_expired_only_past_max_run_time(engine):
+def test_release_expired_only_past_the_lease(engine):
     old, recent = add(2)
     now = utcnow()
     set_rows(engine, [old], locked_by="host:x pid:1", locked_at=now - dt.timedelta(hours=5), attempts=2)
     set_rows(engine, [recent], locked_by="host:x pid:1", locked_at=now - dt.timedelta(hours=3), attempts=2)
     assert do(engine, lambda conn: claim.release_expired(conn, dt.timedelta(hours=4), now, 25)) == 1
     assert row(engine, old)["locked_by"] is None and row(engine, old)["attempts"] == 2
-    assert "max_run_time" in row(engine, old)["last_error"]
+    assert "lease expired" in row(engine, old)["last_error"]
     assert row(engine, recent)["locked_by"] == "host:x pid:1"
 
 
@@ -162,6 +162,7 @@ def test_a_worker_releases_claims_of_dead_workers_on_this_host(engine, tmp_path)
     spent = djctl.enqueue(jobs.Touch(str(out), "spent"))
     elsewhere = djctl.enqueue(jobs.Touch(str(out), "elsewhere"))
     now = utcnow()
+    identity.mark(journal.mark_of(journal.path(engine.url, dead_pid)))  # it ran here, in our namespace
     set_rows(engine, [ran], locked_by=f"host:{HOST} pid:{dead_pid}", locked_at=now, attempts=1)
     set_rows(engine, [spent], locked_by=f"host:{HOST} pid:{dead_pid}", locked_at=now, attempts=3)
     set_rows(engine, [elsewhere], locked_by=f"host:elsewhere pid:{dead_pid}", locked_at=now, attempts=1)

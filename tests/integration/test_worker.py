@@ -15,10 +15,13 @@ from sqlalchemy import text, update
 
 import djctl
 from djctl import config
+from djctl.queue.claims import Claims
 from djctl.queue.schema import delayed_jobs
 from djctl.worker import identity
+from djctl.worker.rounds import Round, Rounds
 from tests import jobs
 from tests.support.rows import count, row, utcnow
+from tests.support.waiting import wait_for
 
 HOST = identity.hostname()
 
@@ -93,8 +96,21 @@ def test_jobs_not_ready_are_left_alone(engine, tmp_path):
     expired = touch(out, "expired")
     set_row(engine, expired, locked_at=utcnow() - dt.timedelta(hours=5), locked_by="host:elsewhere pid:2",
             attempts=1)
+    # A worker that has only just connected judges no lease: while it was away it could
+    # not see renewals (issue 14, 1).
+    assert worker().work_off() == (0, 0)
+    assert row(engine, expired)["locked_by"] == "host:elsewhere pid:2"
+    # Once connected for a whole lease, a lease unrenewed for heartbeat_timeout is taken
+    # over; the others wait.
+    rounds = Rounds(config.current().database_url, Claims(engine.dialect.name, "host:here pid:1"),
+                    lease=dt.timedelta(seconds=0.3), max_attempts=25, destroy_failed=False)
+    rounds.run(Round(maintenance=True))
+    assert row(engine, expired)["locked_by"] == "host:elsewhere pid:2"
+    wait_for(lambda: rounds.run(Round(maintenance=True)) and row(engine, expired)["locked_by"] is None, 10,
+             message="the lease to be judged expired once connected for a whole lease")
+    rounds.drop()
+    set_row(engine, locked, locked_at=utcnow(), locked_by="host:elsewhere pid:1")  # renewed by its holder
     assert worker().work_off() == (1, 0)
-    # A claim older than max_run_time is presumed dead and taken over; the others wait.
     assert lines(out) == ["expired"]
     assert row(engine, expired) is None
     assert {r for r in (future, failed, locked) if row(engine, r)} == {future, failed, locked}
