@@ -187,25 +187,22 @@ def test_a_job_that_kills_its_process_every_time_ends_failed_while_others_flow(d
 
 # -- read-ahead ------------------------------------------------------------------------------------
 
-def test_claims_waiting_in_the_read_ahead_are_renewed_and_never_started_once_lost(db_url, djctl_env, tmp_path,
-                                                                                   procs, engine):
+def test_claims_waiting_in_the_read_ahead_are_never_started_once_lost(db_url, djctl_env, tmp_path, procs, engine):
     out, gate = tmp_path / "out", tmp_path / "gate"
     first = djctl.enqueue(jobs.Gate(str(out), str(gate)))
     # A worker that knows nothing of its jobs' durations yet claims two at a time: the
     # second waits in the executor's pipe behind the gate.
     waiting = djctl.enqueue_many([jobs.Touch(str(out), f"k{i}") for i in range(2)], priority=1)[:1]
-    # max_run_time 4 s: claims that wait in the read-ahead are renewed every 0.2 s.
     worker = start(procs, tmp_path, djctl_env, "work", "--max-run-time", "4")
     started_pid(out)
-    claimed = {i: row(engine, i)["locked_at"] for i in waiting}
-    assert all(claimed.values())
-    wait_for(lambda: all(row(engine, i)["locked_at"] > claimed[i] for i in waiting), DEADLINE,
-             message="the waiting claims to be renewed")
+    assert all(row(engine, i)["locked_by"] for i in waiting)
     with engine.begin() as conn:  # another worker takes them over
         conn.execute(update(delayed_jobs).where(delayed_jobs.c.id.in_(waiting))
                      .values(locked_by="host:elsewhere pid:1"))
-    wait_for(lambda: worker.stdout.count("taken over by another worker") == 1, DEADLINE,
-             message="the worker to notice")
+    # It learns so when it renews them, or it gives them back first (the gate keeps the
+    # job in hand running): either way its guarded writes leave them to their new owner.
+    wait_for(lambda: "taken over by another worker" in worker.stdout or "gave back" in worker.stdout, DEADLINE,
+             message="the worker to let them go")
     gate.touch()
     wait_for(lambda: "k1" in lines(out), DEADLINE, message="the next job to run")
     os.kill(worker.pid, signal.SIGTERM)
