@@ -336,6 +336,8 @@ def _resolve_run_at(run_at: RunAt) -> datetime | None:
 class _AsyncFunction:
     """A function that enqueues itself when called; ``.now(...)`` runs it at once."""
 
+    __name__: str  # with __doc__, __module__..., copied from the function by update_wrapper
+
     def __init__(self, fn: Callable, priority: int, run_at: RunAt, queue: str | None):
         functools.update_wrapper(self, fn)
         self.now = fn

@@ -22,8 +22,9 @@ def encode_job(job: Any) -> dict:
     """Handler data for an object with ``perform()``: its class and its attributes."""
     if not callable(getattr(job, "perform", None)):
         raise TypeError(f"{type(job).__name__} has no perform() method; use djctl.delay() for plain callables")
+    cls: type = type(job)
     if dataclasses.is_dataclass(job):
-        state = {name: getattr(job, name) for name in _field_names(type(job))}
+        state = {name: getattr(job, name) for name in _field_names(cls)}
     else:
         state = dict(vars(job))
     return {"job": name_of(type(job)), "state": payload.encode_value(state, f"{type(job).__name__} attribute")}

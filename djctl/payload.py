@@ -216,7 +216,7 @@ class Decoder:
             raise HandlerError(f"handler holds a {kind!r} value that does not decode: {e!r}") from None
 
     def _tagged(self, kind: str, data: dict) -> Any:
-        v = data.get("v")
+        v: Any = data.get("v")  # any JSON; a wrong shape raises, reported by value()
         match kind:
             case "tuple":
                 return tuple(self.value(v))
@@ -255,7 +255,7 @@ class Decoder:
 
     def object(self, name: str, state: Any) -> Any:
         """An instance of class ``name`` with ``state`` as its attributes, without calling __init__."""
-        cls = self._class(name, object)
+        cls: type[object] = self._class(name, object)
         if not isinstance(state, dict):
             raise HandlerError(f"handler state for {name!r} is not an object")
         try:

@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from djctl import api, config, payload
 from djctl.enqueue import Options
@@ -191,14 +193,19 @@ def _upsert(conn: Connection, row: dict):
     """INSERT the schedule, or UPDATE the row with its key: one statement, so concurrent start-ups agree."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        stmt = postgresql.insert(delayed_jobs).values(row)
-        new = stmt.excluded
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(delayed_jobs).values(row)
-        new = stmt.excluded
-    else:
-        stmt = mysql.insert(delayed_jobs).values(row)
-        new = stmt.inserted
+        pg = postgresql.insert(delayed_jobs).values(row)
+        return pg.on_conflict_do_update(index_elements=[_c.schedule_key], index_where=_c.schedule_key.is_not(None),
+                                        set_=dict(_upsert_changes(pg.excluded)))
+    if dialect == "sqlite":
+        lite = sqlite.insert(delayed_jobs).values(row)
+        return lite.on_conflict_do_update(index_elements=[_c.schedule_key], index_where=_c.schedule_key.is_not(None),
+                                          set_=dict(_upsert_changes(lite.excluded)))
+    my = mysql.insert(delayed_jobs).values(row)
+    return my.on_duplicate_key_update(_upsert_changes(my.inserted))
+
+
+def _upsert_changes(new: ReadOnlyColumnCollection[str, KeyedColumnElement[Any]]) -> list[tuple[str, Any]]:
+    """The columns an upsert sets, from ``new``: the row that was to be inserted."""
     same = and_(
         func.coalesce(_c.reoccur_in, -1) == func.coalesce(new.reoccur_in, -1),
         func.coalesce(_c.cron, "") == func.coalesce(new.cron, ""),
@@ -215,10 +222,7 @@ def _upsert(conn: Connection, row: dict):
         ("failed_at", None),
         ("updated_at", new.updated_at),
     ]
-    if dialect in ("postgresql", "sqlite"):
-        return stmt.on_conflict_do_update(index_elements=[_c.schedule_key], index_where=_c.schedule_key.is_not(None),
-                                          set_=dict(changes))
-    return stmt.on_duplicate_key_update(changes)
+    return changes
 
 
 def _ring() -> None:

@@ -62,6 +62,7 @@ def _must_exist(s: config.Settings) -> None:
     url = store.normalize_url(s.database_url)
     if url.get_backend_name() != "sqlite":
         return
+    assert url.database is not None  # normalize_url refuses a SQLite URL without a file
     path = os.path.abspath(url.database)
     if not os.path.exists(path):
         raise Failure(f"no database here: {path} does not exist; run djctl in your app's directory "

@@ -175,8 +175,9 @@ def upgrade(ctx: click.Context, as_sql: bool) -> None:
 
 def _upgrade_script(database_url: str) -> str:
     url = store.normalize_url(database_url)
+    sqlite_file = url.database if url.get_backend_name() == "sqlite" else None  # never None for SQLite
     try:
-        if url.get_backend_name() == "sqlite" and not os.path.exists(url.database):
+        if sqlite_file is not None and not os.path.exists(sqlite_file):
             # Connecting would create the file: a database that does not exist is at version 0.
             eng, version = store.make_engine(url), 0
         else:

@@ -237,17 +237,17 @@ def _finishing(s: config.Settings, supervisor: SupervisorClient, left: float) ->
         reply = supervisor.request("ps", timeout=2.0)
     except (NotRunning, ControlError, OSError, ValueError):
         return []
-    stopping = [ProcessInfo.from_dict(p) for p in reply["processes"]]
-    stopping = [p for p in stopping if p.state is State.STOPPING and p.pid]
+    processes = [ProcessInfo.from_dict(p) for p in reply["processes"]]
+    stopping = [(p.name, p.pid) for p in processes if p.state is State.STOPPING and p.pid]
     if not stopping:
         return []
     try:
         from djctl.daemon.registry import jobs_in_hand
 
-        held = jobs_in_hand(cli.connect(s, create=False), reply["supervisor"]["host"], [p.pid for p in stopping])
+        held = jobs_in_hand(cli.connect(s, create=False), reply["supervisor"]["host"], [pid for _, pid in stopping])
     except Exception:  # noqa: BLE001 - the names are a courtesy; the wait goes on without them
         held = {}
-    return [render.finishing(p.name, held.get(p.pid, []), left) for p in stopping]
+    return [render.finishing(name, held.get(pid, []), left) for name, pid in stopping]
 
 
 @click.command()

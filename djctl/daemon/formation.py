@@ -14,6 +14,7 @@ import re
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_TYPES: dict[str, str] = {"worker": "djctl work"}
 MAX_PER_TYPE = 100
@@ -239,7 +240,7 @@ def _known(known: list[str]) -> str:
     return f"known types: {', '.join(known)}" if known else "no process types are defined"
 
 
-def _formation_problem(formation: Mapping[object, object]) -> str | None:
+def _formation_problem(formation: Mapping[Any, object]) -> str | None:
     for name, count in formation.items():
         if not isinstance(name, str) or not _TYPE_RE.fullmatch(name):
             return f"bad process type {name!r}"

@@ -85,5 +85,6 @@ def _identity(database_url: str, cwd: Path) -> str | None:
     except config.ConfigError:
         return None
     if url.get_backend_name() == "sqlite":
+        assert url.database is not None  # normalize_url refuses a SQLite URL without a file
         return "sqlite:" + str((cwd / url.database).resolve())
     return url.set(password=None).render_as_string()

@@ -176,7 +176,7 @@ class LineReader:
 
 def _drain(fd: int) -> tuple[bytes, bool]:
     """Everything readable now on ``fd``, and whether its writers are all gone."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = os.read(fd, 65536)

@@ -55,6 +55,7 @@ def describe(url: URL) -> str:
 def url_key(url: URL) -> str:
     """A short stable name for a database, for per-database runtime files."""
     if url.get_backend_name() == "sqlite":
+        assert url.database is not None  # normalize_url refuses a SQLite URL without a file
         ident = str(Path(url.database).resolve())
     else:
         ident = url.set(password=None).render_as_string()

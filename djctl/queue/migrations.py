@@ -154,7 +154,7 @@ def script(dialect: Dialect, from_version: int) -> str:
         schema_migrations.create(conn)
     for migration in pending:
         conn.statements.append(f"-- migration {migration.version}: {migration.description}")
-        migration.apply(conn)  # type: ignore[arg-type] - the script records what a Connection runs
+        migration.apply(conn)  # type: ignore[arg-type]  # the script records what a Connection runs
         conn.execute(schema_migrations.insert().values(
             version=migration.version, description=migration.description, applied_at=func.current_timestamp()))
     return "\n".join(s if s.startswith("--") else s + ";" for s in conn.statements) + "\n"

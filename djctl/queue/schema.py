@@ -60,14 +60,14 @@ delayed_jobs = Table(
         "run_at",
         postgresql_where=_open,
         sqlite_where=_open,
-    ).ddl_if(dialect=("postgresql", "sqlite")),
+    ).ddl_if(dialect=("postgresql", "sqlite")),  # type: ignore[arg-type]  # a tuple of names is documented; the stub says str
     Index(
         "delayed_jobs_claim_mysql",
         "failed_at",
         "locked_at",
         "priority",
         "run_at",
-    ).ddl_if(dialect=("mysql", "mariadb")),
+    ).ddl_if(dialect=("mysql", "mariadb")),  # type: ignore[arg-type]  # a tuple of names is documented; the stub says str
     Index(
         "delayed_jobs_claim_queue",
         "queue",
@@ -75,7 +75,7 @@ delayed_jobs = Table(
         "run_at",
         postgresql_where=_open,
         sqlite_where=_open,
-    ).ddl_if(dialect=("postgresql", "sqlite")),
+    ).ddl_if(dialect=("postgresql", "sqlite")),  # type: ignore[arg-type]  # a tuple of names is documented; the stub says str
     # Counting per queue and priority (stats, the console) reads only this index.
     Index("delayed_jobs_depth", "queue", "priority", "failed_at", "locked_at", "run_at"),
     # Few rows are locked and fewer are schedules: where partial indexes exist these

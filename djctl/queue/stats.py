@@ -7,8 +7,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, bindparam, func, literal, or_, select, text, union_all
+from sqlalchemy import Connection, Integer, Row, and_, bindparam, func, literal, or_, select, text, union_all
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -243,7 +244,7 @@ def failed_jobs(conn: Connection, groups: Sequence[Group], flt: FailedFilter = F
     if limit <= 0:
         return []
     t = delayed_jobs.c
-    found = []
+    found: list[Row[Any]] = []
     for chunk in _chunks(groups):
         parts = [
             select(t.id, t.queue, t.priority, t.attempts, t.failed_at,

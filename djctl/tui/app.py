@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import cast
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -62,7 +63,7 @@ class DjctlTop(App[None]):
     @property
     def dashboard(self) -> Dashboard:
         """The main screen (the bottom of the stack), whichever screen shows now."""
-        return self.screen_stack[0]
+        return cast(Dashboard, self.screen_stack[0])  # Textual types the stack as Screen[Any]
 
     def start(self) -> None:
         """Begin refreshing and following the log (once the dashboard is mounted)."""

@@ -10,6 +10,7 @@ first screen.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol, cast
 
 from rich.text import Text
 from textual import events
@@ -23,6 +24,13 @@ from djctl.tui.layout import share
 from djctl.tui.logview import LogPanel
 from djctl.tui.sources import JobFilter, Snapshot
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel, ThroughputPanel
+
+
+class _Console(Protocol):
+    """What the dashboard asks of its app (DjctlTop, which imports this module)."""
+
+    def start(self) -> None: ...
+
 
 COMPACT = 32
 """Fewer rows than this: one border line per panel."""
@@ -76,7 +84,7 @@ class Dashboard(Screen[None]):
         yield KeyBar(id="keys")
 
     def on_mount(self) -> None:
-        self.app.start()
+        cast(_Console, self.app).start()
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.height < COMPACT, "-compact")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Protocol, cast
+
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Input, RichLog
 
@@ -13,13 +15,22 @@ from djctl.tui.keys import LOG_KEYS, KeyBar
 from djctl.tui.logview import LogPanel
 
 
+class _Console(Protocol):
+    """What this screen asks of its app (DjctlTop, which imports this module)."""
+
+    def follow_log(self, screen: Screen, proc: str | None) -> None: ...
+
+
 class LogScreen(Screen[None]):
     """The log, full screen, filtered by process type or process (``-p worker``, ``-p worker.1``).
     Lines wrap, so a failure's reason is read in full at any width; ``w`` stops wrapping
     (then ← and → scroll sideways)."""
 
-    BINDINGS = [Binding("l", "app.pop_screen", "Back", show=False), Binding("slash", "focus_filter", show=False)] + [
-        Binding(k.key, k.action, k.label) for k in LOG_KEYS]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "app.pop_screen", "Back", show=False),
+        Binding("slash", "focus_filter", show=False),
+        *(Binding(k.key, k.action, k.label) for k in LOG_KEYS),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="-p: a process type (worker) or a process (worker.1); empty: everything",
@@ -29,7 +40,7 @@ class LogScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(RichLog).focus()
-        self.app.follow_log(self, None)
+        cast(_Console, self.app).follow_log(self, None)
 
     def action_focus_filter(self) -> None:
         self.query_one("#proc-filter", Input).focus()
@@ -45,5 +56,5 @@ class LogScreen(Screen[None]):
         except ValueError as e:
             self.notify(str(e), severity="error")
             return
-        self.app.follow_log(self, proc)
+        cast(_Console, self.app).follow_log(self, proc)
         self.query_one(RichLog).focus()

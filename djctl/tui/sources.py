@@ -264,7 +264,7 @@ class DatabaseSource:
         jobs = self._current_jobs(conn, [p for p in found if p.pid is not None])
         out = []
         for p in found:
-            job = jobs.get((p.host, p.pid))
+            job = jobs.get((p.host, p.pid)) if p.pid is not None else None
             cpu, mem = self._usage(p.pid) if p.local and p.state not in ("down", "crashed") else (None, None)
             out.append(replace(p, cpu=cpu, memory=mem, job=job[0] if job else None,
                                 job_since=job[1] if job else None))

@@ -22,7 +22,9 @@ def own_frames_first(text: str) -> str:
     first = next((i for i, line in enumerate(lines) if _FRAME.match(line)), None)
     if first is None:
         return text
-    head, frames, tail = lines[:first], [], []
+    head = lines[:first]
+    frames: list[list[str]] = []
+    tail: list[str] = []
     for line in lines[first:]:
         if _FRAME.match(line):
             frames.append([line])
@@ -30,10 +32,17 @@ def own_frames_first(text: str) -> str:
             frames[-1].append(line)
         else:
             tail.append(line)
-    own = [f for f in frames if not _NOT_OWN.search(_FRAME.match(f[0])["path"])]
+    own = [f for f in frames if not _NOT_OWN.search(_frame_path(f[0]))]
     other = [f for f in frames if f not in own]
     if not own or not other:
         return text
     out = head + [line for f in own for line in f] + ["(djctl and library frames)"]
     out += [line for f in other for line in f] + tail
     return "\n".join(out)
+
+
+def _frame_path(line: str) -> str:
+    """The file named by a frame line (one that ``_FRAME`` matched)."""
+    m = _FRAME.match(line)
+    assert m is not None
+    return m["path"]

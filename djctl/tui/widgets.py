@@ -51,10 +51,11 @@ def age(delta: timedelta | None) -> str:
 def size(n: int | None) -> str:
     if n is None:
         return ""
+    scaled: float = n
     for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
+        if scaled < 1024 or unit == "G":
+            return f"{scaled:.0f}{unit}" if unit == "B" else f"{scaled:.1f}{unit}"
+        scaled /= 1024
     return ""
 
 
@@ -168,6 +169,8 @@ class FailedPanel(Panel):
     TITLE = "Failed jobs"
     traceback = ""
     """The selected job's last error as loaded (empty until it arrives)."""
+    _wanted: int | None
+    """The job whose traceback is wanted (unset until one is selected)."""
 
     class Selected(Message):
         """The operator moved to failed job ``job_id``: its traceback is wanted."""

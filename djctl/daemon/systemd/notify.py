@@ -47,11 +47,11 @@ class Notifier:
         forked later (the workers) do not inherit a socket that is not theirs.
         """
         environ = os.environ if environ is None else environ
-        values = [environ.get(name) for name in NOTIFY_VARIABLES]
+        address, watchdog_usec, watchdog_pid = (environ.get(name) for name in NOTIFY_VARIABLES)
         if unset:
             for name in NOTIFY_VARIABLES:
                 environ.pop(name, None)
-        return cls(*values)
+        return cls(address, watchdog_usec, watchdog_pid)
 
     @property
     def enabled(self) -> bool:
