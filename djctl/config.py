@@ -113,10 +113,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
                 raise ValueError(value)
             return number
         if isinstance(default, float):
-            number = float(value)
-            if not number >= 0:  # also refuses NaN
+            real = float(value)
+            if not real >= 0:  # also refuses NaN
                 raise ValueError(value)
-            return number
+            return real
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{origin}: invalid value {value!r} for {name}") from None

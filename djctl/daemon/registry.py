@@ -115,8 +115,8 @@ class Registry:
                 n = recovery.release_dead(conn, [worker], "its worker died while the supervisor was down",
                                           now, self.max_attempts)
                 if n:
-                    pid = identity.parse(worker)[1]
-                    out.append(Released(names.get(pid, "djctl"), worker, n))
+                    parsed = identity.parse(worker)
+                    out.append(Released(names.get(parsed[1], "djctl") if parsed else "djctl", worker, n))
             if orphaned:
                 conn.execute(delete(table).where(t.id.in_([r.id for r in orphaned])))
         return out

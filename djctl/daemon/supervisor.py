@@ -273,9 +273,9 @@ class Supervisor:
 
     # -- signals ---------------------------------------------------------------------------------
 
-    def _install_signals(self) -> dict:
+    def _install_signals(self) -> dict[signal.Signals | str, Any]:
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        previous = {sig: signal.signal(sig, lambda *_: None) for sig in _SIGNALS}
+        previous: dict[signal.Signals | str, Any] = {sig: signal.signal(sig, lambda *_: None) for sig in _SIGNALS}
         previous["wakeup"] = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
         self._selector.register(self._sig_r, selectors.EVENT_READ, "signal")
         return previous

@@ -67,13 +67,10 @@ class InFlight:
         """Hand ``jobs`` to the executor; True when a new child had to be forked."""
         self.sent.extend(Running(j, max_attempts) for j in jobs)
         forked = self.child is None
-        if forked:
+        if self.child is None:
             self.child = Child(self.settings, self.journal_file, close=self.close, say=self.say)
         self.child.send([Job(j.id, j.handler, j.attempts, max_attempts, self.max_run_time) for j in jobs])
         return forked
-
-    def unstarted(self) -> list[int]:
-        return [r.job.id for r in self.sent if r.started is None and not r.given_back]
 
     def revoke_lost(self, held: set[int]) -> list[int]:
         """Revoke the unstarted jobs whose claim is no longer ``held``; their ids."""
@@ -155,10 +152,12 @@ class InFlight:
 
     def read(self, outcomes: list[Outcome], pending: deque[ClaimedJob]) -> None:
         """The child has something to say (or has gone)."""
-        replies = self.child.read()
+        child = self.child
+        assert child is not None, "read only while a child runs"
+        replies = child.read()
         if replies is None:
-            how = self.child.reap()
-            self.died(how, outcomes, pending, loading_counts=self.child.crashed)
+            how = child.reap()
+            self.died(how, outcomes, pending, loading_counts=child.crashed)
         else:
             self.handle(replies, outcomes)
 

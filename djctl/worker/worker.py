@@ -126,13 +126,17 @@ class Worker:
     _stop: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
+        # The fields as given may be None ("as configured"); what the loop uses is resolved
+        # once here, typed, and written back to the fields for whoever reads them.
         s = self.settings or config.current()
-        self.settings = s
-        self.sleep_delay = s.sleep_delay if self.sleep_delay is None else self.sleep_delay
-        self.max_attempts = s.max_attempts if self.max_attempts is None else self.max_attempts
+        self.settings = self._settings = s
+        self._sleep_delay: float = s.sleep_delay if self.sleep_delay is None else self.sleep_delay
+        self._max_attempts: int = s.max_attempts if self.max_attempts is None else self.max_attempts
         mrt = s.max_run_time if self.max_run_time is None else self.max_run_time
-        self.max_run_time = mrt if isinstance(mrt, timedelta) else timedelta(seconds=mrt)
-        self.read_ahead = s.read_ahead if self.read_ahead is None else self.read_ahead
+        self._max_run_time: timedelta = mrt if isinstance(mrt, timedelta) else timedelta(seconds=mrt)
+        self._read_ahead: int = s.read_ahead if self.read_ahead is None else self.read_ahead
+        self.sleep_delay, self.max_attempts = self._sleep_delay, self._max_attempts
+        self.max_run_time, self.read_ahead = self._max_run_time, self._read_ahead
         self.filter = Filter(
             tuple(self.queues) if self.queues is not None else None, self.min_priority, self.max_priority,
             s.default_queue,
@@ -173,16 +177,16 @@ class Worker:
         self.log(f"[Worker({self.name})] {text}")
 
     def _run(self, p: _Pass) -> tuple[int, int]:
-        assert self.settings is not None
+        assert self._settings is not None
         self.name = identity.format(identity.hostname(), os.getpid())
         clock.warn = self._say  # a skewed clock is reported in the worker's own log
-        engine = api.engine(self.settings.database_url)
-        self._url = store.normalize_url(self.settings.database_url)
+        engine = api.engine(self._settings.database_url)
+        self._url = store.normalize_url(self._settings.database_url)
         self._sqlite = store.sqlite_path(self._url)
         self._file = None if self._sqlite is None else store.file_identity(self._sqlite)
-        self.rounds = Rounds(self.settings.database_url, Claims(engine.dialect.name, self.name, self.filter),
-                             lease=timedelta(seconds=self.settings.heartbeat_timeout),
-                             max_attempts=self.max_attempts, destroy_failed=self.settings.destroy_failed_jobs,
+        self.rounds = Rounds(self._settings.database_url, Claims(engine.dialect.name, self.name, self.filter),
+                             lease=timedelta(seconds=self._settings.heartbeat_timeout),
+                             max_attempts=self._max_attempts, destroy_failed=self._settings.destroy_failed_jobs,
                              monotonic=self.clock)
         if self._events is None:  # once: work_off may run many passes
             self._events = Events.from_env(os.environ, self._say)
@@ -200,14 +204,14 @@ class Worker:
         if p.announce:
             self.log(f"*** Starting job worker {self.name}")
             proctitle.set_title(proctitle.process_name())
-            if not (self.settings.app or self.settings.allow):
+            if not (self._settings.app or self._settings.allow):
                 self._say("WARNING: no app configured, so no job's code may run here; set --app, DJ_APP "
                           "or app in [tool.djctl] of pyproject.toml. Jobs are left for a worker that can run them.")
-        self.inflight = InFlight(self.settings, self._journal, max_run_time=self.max_run_time,
+        self.inflight = InFlight(self._settings, self._journal, max_run_time=self._max_run_time,
                                  kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited(),
                                  say=f"[Worker({self.name})] " if executor_says else None,
                                  on_start=None if executor_says else self._started)
-        self.guard = Guard(self.settings.heartbeat_interval, self.settings.heartbeat_timeout,
+        self.guard = Guard(self._settings.heartbeat_interval, self._settings.heartbeat_timeout,
                            self._fence_now, self.clock)
         self.guard.start()
         try:
@@ -317,10 +321,10 @@ class Worker:
         if renew:
             # Every interval, but no more often than four times per lease span: each renewal
             # is a write (on SQLite, the one write lock), and three may be missed safely.
-            p.next_renew = now + max(self.settings.heartbeat_interval, self.guard.span / 4)
+            p.next_renew = now + max(self._settings.heartbeat_interval, self.guard.span / 4)
         self._settled(p, got, stamp)
         if maintenance:
-            p.next_maintenance = now + min(max(self.sleep_delay, 1.0) * 6, self.settings.heartbeat_timeout / 2)
+            p.next_maintenance = now + min(max(self._sleep_delay, 1.0) * 6, self._settings.heartbeat_timeout / 2)
         if want:
             p.claimed += len(got.jobs)
             p.pending.extend(got.jobs)
@@ -328,7 +332,7 @@ class Worker:
             self.guard.idle()
             p.idle = not got.jobs
             if p.idle:
-                p.next_poll = self.clock() + self.sleep_delay
+                p.next_poll = self.clock() + self._sleep_delay
         if p.waker is None and not p.until_empty and now >= p.next_listen:
             self._listen(p)
 
@@ -370,7 +374,7 @@ class Worker:
         if left:
             # Claiming them again at once would only spin: the next claim would find the
             # same jobs first in line. Other workers take them meanwhile.
-            hold = max(self.sleep_delay or 0.0, 1.0) * 10
+            hold = max(self._sleep_delay, 1.0) * 10
             p.hold_until = self.clock() + hold
             if p.until_empty:
                 p.idle = True  # what is ready is what it may not run: the pass is over
@@ -440,8 +444,8 @@ class Worker:
             p.waker = open_waker(self._url)
         except Exception as e:  # noqa: BLE001 - polling still works without wake-ups
             if first:
-                self._say(f"wake-ups unavailable ({one_line(e)}); polling every {self.sleep_delay}s")
-            p.next_listen = self.clock() + max(self.sleep_delay, 1.0)
+                self._say(f"wake-ups unavailable ({one_line(e)}); polling every {self._sleep_delay}s")
+            p.next_listen = self.clock() + max(self._sleep_delay, 1.0)
             return
         if not first:
             # Listening again after an outage: claim once more, for a job enqueued
@@ -451,11 +455,11 @@ class Worker:
 
     def _dispatch(self, p: _Pass) -> None:
         """Hand claimed jobs to the executor, up to the window; start one if none runs."""
-        batch = []
+        batch: list[ClaimedJob] = []
         window = self._window()
         while p.pending and len(self.inflight.sent) + len(batch) < window and not self._stop:
             batch.append(p.pending.popleft())
-        if batch and self.inflight.send(batch, self.max_attempts):
+        if batch and self.inflight.send(batch, self._max_attempts):
             p.stopping_sent = False
 
     def _window(self) -> int:
@@ -465,7 +469,7 @@ class Worker:
         a round trip to the database; slow ones one at a time, so no job waits behind a
         slow one that another worker could have run.
         """
-        return max(2, min(self.read_ahead, int(0.1 / max(self.inflight.job_seconds, 1e-6))))
+        return max(2, min(self._read_ahead, int(0.1 / max(self.inflight.job_seconds, 1e-6))))
 
     def _wait(self, p: _Pass) -> None:
         """Wait for the executor, a wake-up, a signal, or the next deadline; handle what came."""
@@ -493,7 +497,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     p.waker.close()
                 p.waker = None
-                self._say(f"wake-ups lost ({one_line(e)}); polling every {self.sleep_delay}s until they are back")
+                self._say(f"wake-ups lost ({one_line(e)}); polling every {self._sleep_delay}s until they are back")
             p.idle = False
         if child is not None and child.from_child in ready:
             self.inflight.read(p.outcomes, p.pending)
@@ -501,7 +505,7 @@ class Worker:
 
     def _timeout(self, p: _Pass) -> float:
         now = self.clock()
-        candidates = [self.sleep_delay]
+        candidates = [self._sleep_delay]
         if p.idle:
             candidates.append(p.next_poll - now)
         if p.hold_until > now:

@@ -33,7 +33,7 @@ def _check_backends(app_configs: Any = None, databases: Any = None, **kwargs: An
 
     registered = checks.registry.registry.registered_checks
     framework = any(getattr(check, "__name__", "") == "check_tasks" for check in registered)
-    messages = []
+    messages: list[checks.CheckMessage] = []
     for backend in compat.task_backends.all():
         if isinstance(backend, DjctlBackend):
             if framework:

@@ -19,9 +19,9 @@ try:
 
     FRAMEWORK = "django.tasks"
 except ImportError:
-    from django_tasks import task_backends  # type: ignore[no-redef]
-    from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
-    from django_tasks.base import (  # type: ignore[no-redef]
+    from django_tasks import task_backends  # type: ignore[no-redef,unused-ignore]
+    from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef,unused-ignore]
+    from django_tasks.base import (  # type: ignore[no-redef,unused-ignore]
         Task,
         TaskContext,
         TaskError,
@@ -29,11 +29,11 @@ except ImportError:
         TaskResultStatus,
     )
     from django_tasks.exceptions import (
-        InvalidTaskError,  # type: ignore[no-redef]
-        TaskResultDoesNotExist,  # type: ignore[no-redef]
+        InvalidTaskError,  # type: ignore[no-redef,unused-ignore]
+        TaskResultDoesNotExist,  # type: ignore[no-redef,unused-ignore]
     )
-    from django_tasks.signals import task_enqueued, task_finished, task_started  # type: ignore[no-redef]
-    from django_tasks.utils import normalize_json  # type: ignore[no-redef]
+    from django_tasks.signals import task_enqueued, task_finished, task_started  # type: ignore[no-redef,unused-ignore]
+    from django_tasks.utils import normalize_json  # type: ignore[no-redef,unused-ignore]
 
     FRAMEWORK = "django_tasks"
 
