@@ -97,7 +97,9 @@ def _check_packet(execute: Any, rows: list[dict]) -> None:
     The server closes the connection ("server has gone away") on a statement larger
     than its ``max_allowed_packet``; read once per process and database.
     """
-    engine = execute.get_bind().engine if isinstance(execute, Session) else execute.engine
+    # A Session, or anything that stands for one (Flask-SQLAlchemy's scoped_session), has
+    # get_bind(); a Connection has its engine.
+    engine = execute.get_bind().engine if hasattr(execute, "get_bind") else execute.engine
     key = (os.getpid(), engine.url.render_as_string(hide_password=False))
     limit = _packet_limits.get(key)
     if limit is None:

@@ -40,7 +40,8 @@ def test_up_scale_down_up(app, tmp_path):
     sup = app.supervisor_pid()
     assert out.strip() == f"Starting djctl supervisor... done (pid {sup}), running worker=1"
     assert list(app.wait_up(1)) == ["worker.1"]
-    assert [p.cmdline()[1:4] for p in app.children()] == [["-m", "djctl", "work"]]
+    # Its process title, set as the worker starts.
+    wait_for(lambda: [p.cmdline()[0] for p in app.children()] == ["djctl worker.1"], message="the worker's title")
     assert stat.S_IMODE(os.stat(app.state).st_mode) == 0o700
     mask = os.umask(0o022)
     os.umask(mask)  # the daemon's files are owner-only, but its processes get the user's umask

@@ -96,7 +96,7 @@ CASES = [
     Case(("--database-url", "sqlite://", "clear"), 2, "in-memory SQLite"),
     Case(("--database-url", "postgresql://nobody@127.0.0.1:1/nothing", "stats"), 1, "cannot connect to"),
     Case(("--database-url", "mysql://nobody@127.0.0.1:1/nothing", "clear"), 1, "cannot connect to"),
-    Case(("--database-url", "sqlite:////nonexistent/djctl/jobs.sqlite3", "stats"), 1, "cannot connect to"),
+    Case(("--database-url", "sqlite:////nonexistent/djctl/jobs.sqlite3", "stats"), 1, "no database here"),
     Case(("stats",), 1, "cannot connect to",
          env={"DJ_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/no_such_db_x"}),
     # State and pid files

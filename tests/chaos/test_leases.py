@@ -80,7 +80,7 @@ def overlap(runs: dict[int, list[float]]) -> float:
 
 
 def completions(*workers: Worker) -> int:
-    return sum(len(re.findall(r"\) COMPLETED$", w.text(), re.M)) for w in workers)
+    return sum(len(re.findall(r"\) COMPLETED after [0-9.]+$", w.text(), re.M)) for w in workers)
 
 
 @pytest.fixture
