@@ -18,6 +18,9 @@ from tests.support.databases import IN_CI, KINDS, URLS, database_url, drop_datab
 from tests.support.rows import count
 from tests.support.waiting import wait_for
 
+# Fixtures shared by more than one tier (systemd's notify socket).
+pytest_plugins = ["tests.support.notify"]
+
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     drop_databases()
