@@ -60,7 +60,8 @@ class Search:
         out: list[ColumnElement[bool]] = list(stats.FailedFilter(self.job_class, "").clauses())
         if self.text:
             pat = stats._like(self.text)
-            matches = [_c.handler.ilike(pat, escape="\\"), _c.last_error.ilike(pat, escape="\\")]
+            matches: list[ColumnElement[bool]] = [_c.handler.ilike(pat, escape="\\"),
+                                                  _c.last_error.ilike(pat, escape="\\")]
             if self.text.strip().isdigit() and len(self.text.strip()) < 19:
                 matches.append(_c.id == int(self.text.strip()))
             out.append(or_(*matches))
