@@ -48,7 +48,7 @@ class Search:
     """Which jobs a listing shows. ``queue`` None is every queue (the default queue's
     name matches the rows an older djctl stored with none); ``job_class`` matches the name
     of the job's class or function (``shop.jobs:Resize``), never its arguments; ``text``
-    the handler or ``last_error``, or the id when it is a number (substrings, any case)."""
+    the handler or ``last_error`` (substrings, any case), or, when it is a number, the id."""
 
     queue: str | None = None
     states: tuple[State, ...] = tuple(State)
@@ -58,13 +58,14 @@ class Search:
 
     def clauses(self) -> list[ColumnElement[bool]]:
         out: list[ColumnElement[bool]] = list(stats.FailedFilter(self.job_class, "").clauses())
-        if self.text:
-            pat = stats._like(self.text)
-            matches: list[ColumnElement[bool]] = [_c.handler.ilike(pat, escape="\\"),
-                                                  _c.last_error.ilike(pat, escape="\\")]
-            if self.text.strip().isdigit() and len(self.text.strip()) < 19:
-                matches.append(_c.id == int(self.text.strip()))
-            out.append(or_(*matches))
+        text = self.text.strip()
+        if text.isdigit() and len(text) < 19:
+            # A number is an id: found by its key at once, where a substring search
+            # of a million handlers would read every one of them.
+            out.append(_c.id == int(text))
+        elif text:
+            pat = stats._like(text)
+            out.append(or_(_c.handler.ilike(pat, escape="\\"), _c.last_error.ilike(pat, escape="\\")))
         return out
 
 
