@@ -56,14 +56,17 @@ class Search:
     text: str = ""
     limit: int = 50
 
+    @property
+    def job_id(self) -> int | None:
+        """The id ``text`` names when it is a number: found by its key at once, where a
+        substring search of a million handlers would read every one of them."""
+        text = self.text.strip()
+        return int(text) if text.isdigit() and len(text) < 19 else None
+
     def clauses(self) -> list[ColumnElement[bool]]:
         out: list[ColumnElement[bool]] = list(stats.FailedFilter(self.job_class, "").clauses())
         text = self.text.strip()
-        if text.isdigit() and len(text) < 19:
-            # A number is an id: found by its key at once, where a substring search
-            # of a million handlers would read every one of them.
-            out.append(_c.id == int(text))
-        elif text:
+        if text and self.job_id is None:
             pat = stats._like(text)
             out.append(or_(_c.handler.ilike(pat, escape="\\"), _c.last_error.ilike(pat, escape="\\")))
         return out
@@ -125,6 +128,13 @@ def find_jobs(conn: Connection, search: Search, now: datetime) -> list[JobRow]:
     """At most ``search.limit`` jobs matching ``search``, by state (running, ready,
     scheduled, failed); within a state as a worker would take them (running: longest
     held first; ready: priority then run_at; scheduled: soonest first; failed: newest first)."""
+    if search.job_id is not None:
+        # One row by its key, whatever the number of rows: its state decided here.
+        where = [_c.id == search.job_id, *search.clauses()]
+        if search.queue is not None:
+            where.append(_queue(search.queue))
+        rows = [(_state(r, now), r) for r in conn.execute(select(*_columns()).where(*where))]
+        return [_row(r, state) for state, r in rows if state in search.states]
     groups = _groups(conn, search.queue)
     found: list[JobRow] = []
     for state in State:
@@ -189,12 +199,18 @@ def _of_state(conn: Connection, state: State, groups: list[stats.Group] | None, 
     elif not groups:
         return []
     else:
-        rows = []
+        # The sort keys of each group's first ``limit`` rows, then the whole of the
+        # ``limit`` rows that come first over all groups: the handlers of only those are read.
+        keys: list[Any] = []
         for chunk in stats._chunks(groups):
-            parts = [select(*_columns()).where(stats._in_group(g), *where)
-                     .order_by(*_INDEX_ORDER[state]).limit(limit).subquery() for g in chunk]
+            parts = [select(_c.id, _c.priority, _c.run_at, _c.locked_at, _c.failed_at)
+                     .where(stats._in_group(g), *where).order_by(*_INDEX_ORDER[state]).limit(limit).subquery()
+                     for g in chunk]
             union = union_all(*[select(*p.c) for p in parts]).subquery()
-            rows += conn.execute(select(*union.c))
+            keys += conn.execute(select(*union.c))
+        keys.sort(key=_sort_key(state))
+        ids = [int(k.id) for k in keys[:limit]]
+        rows = list(conn.execute(select(*_columns()).where(_c.id.in_(ids)))) if ids else []
     rows.sort(key=_sort_key(state))
     return [_row(r, state) for r in rows[:limit]]
 
@@ -207,6 +223,10 @@ def _sort_key(state: State):
     if state is State.READY:
         return lambda r: (r.priority, r.run_at, r.id)
     return lambda r: (r.run_at, r.id)
+
+
+def _state(r: Any, now: datetime) -> State:
+    return state_of(r.failed_at, r.locked_at, r.run_at, now)
 
 
 def _row(r: Any, state: State) -> JobRow:

@@ -24,18 +24,19 @@ from djctl import api, config
 from djctl.daemon import client
 from djctl.errors import one_line as _one_line
 from djctl.tui.dashboard import Dashboard, status_line
-from djctl.tui.dialogs import ConfirmScreen, FilterScreen, HelpScreen, TracebackScreen
+from djctl.tui.dialogs import ConfirmScreen, HelpScreen, TracebackScreen
 from djctl.tui.keys import ACTIONS
 from djctl.tui.logscreen import LogScreen
 from djctl.tui.logtail import EventFollower, LogFollower, Throughput
 from djctl.tui.logview import LogPanel
 from djctl.tui.messages import Done, Loaded, TracebackLoaded
+from djctl.tui.search import FilterScreen, JobScreen
 from djctl.tui.sources import ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source, queue_label, utcnow
 from djctl.tui.table import RowTable
 from djctl.tui.tracebacks import own_frames_first
 from djctl.tui.widgets import FailedPanel, Frame, Panel, ProcessPanel, QueuePanel
 
-__all__ = ["DjctlTop", "run_console"]
+__all__ = ["DjctlTop", "FilterScreen", "JobScreen", "run_console"]
 
 
 class DjctlTop(App[None]):
@@ -212,7 +213,7 @@ class DjctlTop(App[None]):
                 self.filter = flt
                 self._status()
                 self.poll(force=True)
-        self.push_screen(FilterScreen(self.filter), chosen)
+        self.push_screen(FilterScreen(self.filter, self.source), chosen)
 
     def action_log(self) -> None:
         self.push_screen(LogScreen())

@@ -1,4 +1,4 @@
-"""The console's dialogs: confirm a destructive action, edit the filter, the keys, a traceback."""
+"""The console's dialogs: confirm a destructive action, the keys, a traceback (the filter: search.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Label, Static
 
 from djctl.tui.keys import HELP
-from djctl.tui.sources import DEFAULT_QUEUE, JobFilter
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -36,32 +35,6 @@ class ConfirmScreen(ModalScreen[bool]):
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "confirm")
-
-
-class FilterScreen(ModalScreen["JobFilter | None"]):
-    """Edits the filter: queue (exact), job class, text."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
-
-    def __init__(self, current: JobFilter) -> None:
-        super().__init__()
-        self.current = current
-
-    def compose(self) -> ComposeResult:
-        with Grid(id="dialog"):
-            yield Label("Filter (empty: everything; Enter applies, Esc cancels)", id="filter-title")
-            yield Label("queue")
-            yield Input(self.current.queue or "", placeholder=f"name, or {DEFAULT_QUEUE}", id="queue")
-            yield Label("job class")
-            yield Input(self.current.job_class, placeholder="e.g. Newsletter (its name, not its arguments)",
-                        id="job_class")
-            yield Label("text")
-            yield Input(self.current.text, placeholder="in the error or the arguments", id="text")
-
-    @on(Input.Submitted)
-    def _apply(self) -> None:
-        value = {i.id: i.value.strip() for i in self.query(Input)}
-        self.dismiss(JobFilter(value["queue"] or None, value["job_class"], value["text"]))
 
 
 class HelpScreen(ModalScreen[None]):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from djctl.tui.sources import Snapshot
+from djctl.queue import lookup
+from djctl.tui.sources import JobFilter, Snapshot
 
 
 class Loaded(Message):
@@ -29,3 +30,19 @@ class TracebackLoaded(Message):
     def __init__(self, job_id: int, traceback: str | None) -> None:
         super().__init__()
         self.job_id, self.traceback = job_id, traceback
+
+
+class JobsFound(Message):
+    """The jobs matching ``flt`` arrived (``error``: why none could be read)."""
+
+    def __init__(self, flt: JobFilter, rows: list[lookup.JobRow], error: str = "") -> None:
+        super().__init__()
+        self.flt, self.rows, self.error = flt, rows, error
+
+
+class JobRead(Message):
+    """A job read whole for its detail view (None: it is gone), or why it could not be read."""
+
+    def __init__(self, detail: lookup.JobDetail | None, error: str = "") -> None:
+        super().__init__()
+        self.detail, self.error = detail, error

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, func, select, union_all
 from djctl import api, config
 from djctl.clock import now as utcnow  # the console's clock: timezone-aware UTC
 from djctl.daemon import client
-from djctl.queue import admin, stats
+from djctl.queue import admin, lookup, stats
 from djctl.queue import engines as store
 from djctl.queue.schema import delayed_jobs, djctl_processes
 from djctl.worker import identity
@@ -137,6 +137,8 @@ class Source(Protocol):
 
     def snapshot(self, flt: JobFilter) -> Snapshot: ...
     def traceback(self, job_id: int) -> str | None: ...
+    def find_jobs(self, flt: JobFilter, limit: int) -> list[lookup.JobRow]: ...
+    def job(self, job_id: int) -> lookup.JobDetail | None: ...
     def scale(self, process_type: str, delta: int) -> str: ...
     def retry(self, ids: Sequence[int]) -> int: ...
     def retry_failed(self, flt: JobFilter) -> int: ...
@@ -234,6 +236,17 @@ class DatabaseSource:
         """The full last_error of job ``job_id`` (None when it has none or is gone)."""
         with self._read() as conn:
             return conn.scalar(select(delayed_jobs.c.last_error).where(delayed_jobs.c.id == job_id))
+
+    def find_jobs(self, flt: JobFilter, limit: int) -> list[lookup.JobRow]:
+        """At most ``limit`` jobs of every state matching ``flt``, as ``djctl jobs`` lists them."""
+        search = lookup.Search(flt.queue, tuple(lookup.State), flt.job_class, flt.text, limit)
+        with self._read() as conn:
+            return lookup.find_jobs(conn, search, api.utc_naive(self.clock()))
+
+    def job(self, job_id: int) -> lookup.JobDetail | None:
+        """Job ``job_id`` whole, as ``djctl show`` prints it (None: it is gone)."""
+        with self._read() as conn:
+            return lookup.show_job(conn, job_id, api.utc_naive(self.clock()))
 
     def _read(self) -> Connection:
         return self._engine.connect().execution_options(sqlite_read=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from djctl.daemon.logs import LogWriter
+from djctl.queue import lookup
 from djctl.queue.stats import FailedJob
 from djctl.tui.app import DjctlTop
 from djctl.tui.logview import LogPanel
@@ -87,6 +88,18 @@ class FixedSource:
     def traceback(self, job_id: int) -> str | None:
         return TRACEBACK
 
+    def find_jobs(self, flt: JobFilter, limit: int) -> list[lookup.JobRow]:
+        return [r for r in FOUND if flt.text.lower() in r.name.lower() + r.error.lower()][:limit]
+
+    def job(self, job_id: int) -> lookup.JobDetail | None:
+        r = next(r for r in FOUND if r.id == job_id)
+        columns = {"id": r.id, "priority": r.priority, "attempts": r.attempts, "handler": HANDLER,
+                   "last_error": TRACEBACK if r.failed_at else None, "run_at": r.run_at, "locked_at": r.locked_at,
+                   "locked_by": r.locked_by, "failed_at": r.failed_at, "queue": r.queue, "reoccur_in": None,
+                   "cron": None, "last_run_at": None, "schedule_key": None, "created_at": T - timedelta(hours=1),
+                   "updated_at": r.run_at}
+        return lookup.decode(columns, r.state)
+
     def scale(self, process_type: str, delta: int) -> str: raise AssertionError("no actions in snapshots")
     def retry(self, ids: Sequence[int]) -> int: raise AssertionError("no actions in snapshots")
     def retry_failed(self, flt: JobFilter) -> int: raise AssertionError("no actions in snapshots")
@@ -96,6 +109,16 @@ class FixedSource:
 
 
 LOG_LINES = 24
+HANDLER = '{"job":"shop.imports:ImportCsv","state":{"path":"/tmp/import-7.csv","dry_run":false}}'
+FOUND = [
+    lookup.JobRow(1042, lookup.State.RUNNING, "ImportCsv", None, 5, 1, T - timedelta(seconds=9),
+                  "host:railgun pid:25794", T - timedelta(seconds=2), None, ""),
+    lookup.JobRow(1090, lookup.State.READY, "ImportCsv", None, 5, 0, T - timedelta(seconds=4), None, None, None, ""),
+    lookup.JobRow(1101, lookup.State.SCHEDULED, "ImportCsv", "mail", 10, 2, T + timedelta(minutes=12), None, None,
+                  None, "ConnectionResetError: peer went away"),
+    lookup.JobRow(1077, lookup.State.FAILED, "ImportCsv", None, 5, 3, T - timedelta(minutes=1), None, None,
+                  T - timedelta(minutes=1), "FileNotFoundError: no such file: /tmp/import-7.csv"),
+]
 
 
 def write_log(path: Path) -> Path:
@@ -220,6 +243,25 @@ def test_filter_screen(snap_compare, make_app):
         await _until(pilot, lambda: type(pilot.app.screen).__name__ == "FilterScreen")
         await pilot.press(*"mail", "tab", *"Newsletter")
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=settled(filter))
+
+
+def test_filter_screen_lists_matching_jobs_of_every_state(snap_compare, make_app):
+    async def search(pilot):
+        await pilot.press("slash")
+        await _until(pilot, lambda: type(pilot.app.screen).__name__ == "FilterScreen")
+        await pilot.press("tab", "tab", *"import")
+        await _until(pilot, lambda: "4 jobs matching" in str(pilot.app.screen.query_one("#found-title").render()))
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settled(search))
+
+
+def test_job_detail_view(snap_compare, make_app):
+    async def detail(pilot):
+        await pilot.press("slash")
+        await _until(pilot, lambda: type(pilot.app.screen).__name__ == "FilterScreen")
+        await _until(pilot, lambda: "4 jobs matching" in str(pilot.app.screen.query_one("#found-title").render()))
+        await pilot.press("tab", "tab", "tab", "down", "down", "down", "enter")
+        await _until(pilot, lambda: "Traceback" in str(pilot.app.screen.query_one("#job-detail").render()))
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settled(detail))
 
 
 def test_log_screen_filtered_by_type(snap_compare, make_app):
