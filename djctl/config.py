@@ -54,6 +54,8 @@ class Settings:
     """First delay before restarting a process that crashed sooner; doubles per crash in a row."""
     restart_backoff_max: float = 60.0
     """The longest restart delay."""
+    console_read_only: bool = False
+    """``djctl top`` shows everything and changes nothing (as ``djctl top --read-only``)."""
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -76,6 +78,7 @@ _ENV = {
     "DJ_RESTART_STABLE_AFTER": "restart_stable_after",
     "DJ_RESTART_BACKOFF": "restart_backoff",
     "DJ_RESTART_BACKOFF_MAX": "restart_backoff_max",
+    "DJ_CONSOLE_READ_ONLY": "console_read_only",
 }
 
 

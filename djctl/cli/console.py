@@ -12,8 +12,9 @@ from djctl.cli.base import UsageFailure, connect, settings
 @click.command()
 @click.option("--refresh", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Seconds between refreshes.")
+@click.option("--read-only", is_flag=True, help="Look only: no key changes the queue or the formation.")
 @click.pass_context
-def top(ctx: click.Context, refresh: float) -> None:
+def top(ctx: click.Context, refresh: float, read_only: bool) -> None:
     """The operations console: processes, queues, throughput, failed jobs and the log, live."""
     s = settings(ctx)
     connect(s)
@@ -21,4 +22,4 @@ def top(ctx: click.Context, refresh: float) -> None:
         raise UsageFailure("djctl top needs a terminal; for a one-shot view use: djctl stats")
     from djctl.tui.app import run_console  # Textual loads only for the console
 
-    run_console(s, refresh=refresh)
+    run_console(s, refresh=refresh, read_only=read_only)

@@ -25,7 +25,7 @@ from djctl.daemon import client
 from djctl.errors import one_line as _one_line
 from djctl.tui.dashboard import Dashboard, status_line
 from djctl.tui.dialogs import ConfirmScreen, HelpScreen, TracebackScreen
-from djctl.tui.keys import ACTIONS
+from djctl.tui.keys import ACTIONS, allowed
 from djctl.tui.logscreen import LogScreen
 from djctl.tui.logtail import EventFollower, LogFollower, Throughput
 from djctl.tui.logview import LogPanel
@@ -46,9 +46,11 @@ class DjctlTop(App[None]):
     TITLE = "djctl top"
     BINDINGS = [Binding(k.key, k.action, k.label) for k in ACTIONS]
 
-    def __init__(self, source: Source, clock: Clock = utcnow, refresh: float = 1.0, window: int = 120) -> None:
+    def __init__(self, source: Source, clock: Clock = utcnow, refresh: float = 1.0, window: int = 120,
+                 read_only: bool = False) -> None:
         super().__init__()
         self.source = source
+        self.read_only = read_only
         self.clock = clock
         self.refresh_every = refresh
         self.filter = JobFilter()
@@ -154,6 +156,15 @@ class DjctlTop(App[None]):
         self.notify(message.text, severity="error" if message.error else "information")
         self.poll(force=True)
 
+    def _refused(self, action: str) -> bool:
+        """In a read-only console, say why ``action`` (as bound) does nothing; True when
+        refused (before it runs: nothing reaches the database or the supervisor)."""
+        if not self.read_only:
+            return False
+        label = next(k.label for k in ACTIONS if k.action == action)
+        self.notify(f"{label}: not allowed in a read-only console", severity="warning")
+        return True
+
     def _confirm(self, question: str, fn: Callable[[], str], verb: str = "Delete") -> None:
         def answered(yes: bool | None) -> None:
             if yes:
@@ -161,6 +172,8 @@ class DjctlTop(App[None]):
         self.push_screen(ConfirmScreen(question, verb), answered)
 
     def action_scale(self, delta: int) -> None:
+        if self._refused(f"scale({delta})"):
+            return
         proc = self.dashboard.query_one(ProcessPanel).selected()
         if proc is None:
             self.notify("no process type to scale: no supervisor has run here yet (djctl up)", severity="warning")
@@ -168,6 +181,8 @@ class DjctlTop(App[None]):
         self._act(lambda: self.source.scale(proc.type, delta))
 
     def action_retry(self) -> None:
+        if self._refused("retry"):
+            return
         job = self.dashboard.query_one(FailedPanel).selected()
         if job is None:
             self.notify("no failed job selected", severity="warning")
@@ -175,10 +190,14 @@ class DjctlTop(App[None]):
         self._act(lambda: _jobs("Retrying", self.source.retry([job.id])))
 
     def action_retry_all(self) -> None:
+        if self._refused("retry_all"):
+            return
         flt = self.filter
         self._act(lambda: _jobs("Retrying", self.source.retry_failed(flt)))
 
     def action_delete(self) -> None:
+        if self._refused("delete"):
+            return
         panel = self.dashboard.query_one(FailedPanel)
         job = panel.selected()
         if job is None:
@@ -192,12 +211,16 @@ class DjctlTop(App[None]):
         self._confirm(f"Delete job {job.id} ({job.name})?", lambda: _jobs("Deleted", self.source.delete([job.id])))
 
     def action_delete_all(self) -> None:
+        if self._refused("delete_all"):
+            return
         flt = self.filter
         total = self.snapshot.failed_total if self.snapshot else 0
         scope = f" matching {flt.describe()}" if flt.describe() else ""
         self._confirm(f"Delete {_all_shown(total)}{scope}?", lambda: _jobs("Deleted", self.source.delete_failed(flt)))
 
     def action_clear_queue(self) -> None:
+        if self._refused("clear_queue"):
+            return
         row = self.dashboard.query_one(QueuePanel).selected()
         if row is None:
             self.notify("no queue selected", severity="warning")
@@ -245,7 +268,7 @@ class DjctlTop(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for k in ACTIONS:
+        for k in allowed(ACTIONS, self.read_only):
             if k.action not in ("quit", "help"):
                 yield SystemCommand(k.label, k.what, partial(self.run_action, k.action))
 
@@ -259,7 +282,8 @@ def _jobs(verb: str, n: int) -> str:
     return f"{verb} {n} job{'s' if n != 1 else ''}."
 
 
-def run_console(settings: config.Settings | None = None, refresh: float = 1.0) -> None:
-    """Open the console on ``settings`` (default: the settings in force) until the operator quits."""
+def run_console(settings: config.Settings | None = None, refresh: float = 1.0, read_only: bool = False) -> None:
+    """Open the console on ``settings`` (default: the settings in force) until the operator
+    quits; with ``read_only`` (or the console_read_only setting) no key changes anything."""
     s = settings or config.current()
-    DjctlTop(DatabaseSource(s), refresh=refresh).run()
+    DjctlTop(DatabaseSource(s), refresh=refresh, read_only=read_only or s.console_read_only).run()

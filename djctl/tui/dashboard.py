@@ -19,7 +19,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Static
 
-from djctl.tui.keys import KeyBar
+from djctl.tui.keys import ACTIONS, KeyBar, allowed
 from djctl.tui.layout import share
 from djctl.tui.logview import LogPanel
 from djctl.tui.sources import JobFilter, Snapshot
@@ -81,7 +81,7 @@ class Dashboard(Screen[None]):
             yield ThroughputPanel(id="throughput-panel")
         yield FailedPanel(id="failed-panel")
         yield LogPanel(id="log-panel")
-        yield KeyBar(id="keys")
+        yield KeyBar(allowed(ACTIONS, getattr(self.app, "read_only", False)), id="keys")
 
     def on_mount(self) -> None:
         cast(_Console, self.app).start()

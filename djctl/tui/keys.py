@@ -22,17 +22,21 @@ class Key:
     label: str
     what: str
     rank: int
+    changes: bool = False
+    """It changes the queue or the formation: absent and refused in a read-only console."""
 
 
 ACTIONS = [
-    Key("plus", "scale(1)", "Scale up", "Scale the selected process type up by one", 7),
-    Key("minus", "scale(-1)", "Scale down", "Scale the selected process type down by one", 8),
-    Key("r", "retry", "Retry", "Retry the selected failed job", 5),
-    Key("R", "retry_all", "Retry all", "Retry all failed jobs shown (those the filter lets through)", 9),
-    Key("d", "delete", "Delete", "Delete the selected failed job (asks first)", 6),
-    Key("D", "delete_all", "Delete all", "Delete all failed jobs shown (asks first)", 10),
-    Key("c", "clear_queue", "Clear queue", "Clear the selected queue: delete all its jobs (asks first)", 11),
-    Key("slash", "filter", "Filter", "Filter by queue, job class and text", 3),
+    Key("plus", "scale(1)", "Scale up", "Scale the selected process type up by one", 7, changes=True),
+    Key("minus", "scale(-1)", "Scale down", "Scale the selected process type down by one", 8, changes=True),
+    Key("r", "retry", "Retry", "Retry the selected failed job", 5, changes=True),
+    Key("R", "retry_all", "Retry all", "Retry all failed jobs shown (those the filter lets through)", 9, changes=True),
+    Key("d", "delete", "Delete", "Delete the selected failed job (asks first)", 6, changes=True),
+    Key("D", "delete_all", "Delete all", "Delete all failed jobs shown (asks first)", 10, changes=True),
+    Key("c", "clear_queue", "Clear queue", "Clear the selected queue: delete all its jobs (asks first)", 11,
+        changes=True),
+    Key("slash", "filter", "Filter", "Filter by queue, class, text or id; find jobs of every state (Enter shows one)",
+        3),
     Key("l", "log", "Log", "The log, full screen; filter it like djctl logs -p, w wraps long lines", 4),
     Key("question_mark", "help", "Help", "What each key does", 2),
     Key("q", "quit", "Quit", "Quit", 1),
@@ -49,6 +53,11 @@ HELP = [(SHOWN.get(k.key, k.key), k.what) for k in ACTIONS] + [
     ("enter", "On a failed job: its traceback, full screen, the job's own frames first"),
     ("ctrl+p", "Command palette"),
 ]
+
+
+def allowed(keys: list[Key], read_only: bool) -> list[Key]:
+    """The keys a console shows: in a read-only one, none that changes anything."""
+    return [k for k in keys if not (read_only and k.changes)]
 
 
 def key_bar(keys: list[Key], width: int) -> Text:

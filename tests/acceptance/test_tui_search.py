@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 import djctl
 from djctl.tui.app import FilterScreen, JobScreen
 from djctl.tui.table import RowTable
@@ -16,8 +18,9 @@ def _listed(app) -> list[tuple[str, str]]:
     return [(key, str(cells[1])) for key, cells in table._rows]
 
 
+@pytest.mark.usefixtures("db")
 @pilot_test
-async def test_slash_finds_jobs_in_every_state_and_enter_opens_one(db):
+async def test_slash_finds_jobs_in_every_state_and_enter_opens_one():
     fail_jobs(("pineapple pizza refused", None))
     ready = djctl.enqueue(Touch("/dev/null", "pineapple"), queue="mail")
     later = djctl.enqueue(Touch("/dev/null", "pineapple later"), run_at=djctl.now() + timedelta(days=1))
@@ -49,8 +52,9 @@ async def test_slash_finds_jobs_in_every_state_and_enter_opens_one(db):
         await until(pilot, lambda: not isinstance(app.screen, FilterScreen))
 
 
+@pytest.mark.usefixtures("db")
 @pilot_test
-async def test_the_detail_view_of_a_failed_job_shows_its_whole_traceback(db):
+async def test_the_detail_view_of_a_failed_job_shows_its_whole_traceback():
     fail_jobs(("the disk is full", None))
     app = console()
     async with app.run_test(size=SIZE) as pilot:

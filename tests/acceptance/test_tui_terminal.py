@@ -104,3 +104,49 @@ def test_top_in_a_real_terminal(db_kind, db_url, djctl_env, tmp_path):
     finally:
         term.close()
         subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)
+
+
+def _rows(url: str) -> list[tuple]:
+    with api.engine(url).connect().execution_options(sqlite_read=True) as conn:
+        return [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM delayed_jobs ORDER BY id")]
+
+
+# Each action key, and what the line refusing it names.
+ACTION_KEYS = {"+": "Scale up", "-": "Scale down", "r": "Retry", "R": "Retry all", "d": "Delete", "D": "Delete all",
+               "c": "Clear queue"}
+
+
+def test_top_read_only_shows_no_action_key_and_changes_nothing(db_kind, db_url, djctl_env, tmp_path):
+    if db_kind == "mysql":
+        pytest.skip("the console is accepted on SQLite and PostgreSQL")
+    djctl.enqueue(Touch(str(tmp_path / "t"), "waiting"), queue="mail", run_at=api.now() + timedelta(hours=1))
+    djctl.enqueue(Fail("disk full"))
+    assert Worker(max_attempts=1, log=lambda line: None).work_off(num=10) == (0, 1)
+    (tmp_path / "Procfile").write_text(f"worker: {sys.executable} -m djctl work --queues elsewhere\n")
+    up = subprocess.run(djctl_cmd("up"), env=djctl_env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    client = control.Client(tmp_path / ".djctl")
+    before = _rows(db_url)
+    term = Terminal(tmp_path, djctl_env)
+    try:
+        wait_for(lambda: term.screen().rstrip().endswith(PROMPT.rstrip()), message="the shell prompt")
+        term.type(" ".join(djctl_cmd("top", "--refresh", "0.2", "--read-only")), "Enter")
+        wait_for(lambda: "Failed jobs (1)" in term.screen() and "worker.1" in term.screen(), timeout=30,
+                 message="the console with its failed job and worker.1")
+        footer = term.screen().rstrip().splitlines()[-1]
+        assert "q Quit" in footer and "? Help" in footer and "/ Filter" in footer, footer
+        for label in ("Scale", "Retry", "Delete", "Clear"):
+            assert label not in footer, footer
+        for key, words in ACTION_KEYS.items():
+            term.type(key)
+            wait_for(lambda words=words: f"{words}: not allowed in a read-only console" in term.screen(),
+                     message=f"{key!r} refused on screen")
+            assert "Cancel" not in term.screen(), f"{key!r} opened a confirmation"
+        assert _rows(db_url) == before
+        assert client.request("ps")["formation"] == {"worker": 1}
+        term.type("q")
+        wait_for(lambda: not term.alternate(), message="the alternate screen left")
+    finally:
+        term.close()
+        subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert _rows(db_url) == before
