@@ -11,6 +11,7 @@ from djctl.api import configure, engine, now
 from djctl.config import Settings
 from djctl.enqueue import aenqueue, aenqueue_many, delay, enqueue, enqueue_many, handle_asynchronously, job
 from djctl.schedules import schedule, unschedule
+from djctl.worker.progress import progress
 from djctl.worker.worker import Worker
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "handle_asynchronously",
     "job",
     "now",
+    "progress",
     "schedule",
     "unschedule",
 ]

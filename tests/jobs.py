@@ -231,3 +231,21 @@ def tomorrow(path: str, text: str) -> None:
 @djctl.handle_asynchronously
 def soon(path: str, text: str) -> None:
     add_line(path, f"soon {text}")
+
+
+@dataclass
+class Progressing:
+    """Reports ``djctl.progress(0.42, "resizing 3 of 7")``, writes ``reported`` to ``path``,
+    then waits (up to ``limit`` seconds) until the file ``gate`` exists."""
+
+    path: str
+    gate: str
+    limit: float = 60.0
+
+    def perform(self) -> None:
+        djctl.progress(0.1)
+        djctl.progress(0.42, "resizing\n3 of 7")
+        add_line(self.path, "reported")
+        deadline = time.monotonic() + self.limit
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.01)

@@ -3,10 +3,12 @@ of one process that ps, heartbeats and the console share."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 
 class State(str, Enum):
@@ -35,10 +37,15 @@ class ProcessInfo:
     started_at: datetime | None = None
     host: str | None = None
     heartbeat_at: datetime | None = None
+    progress: Mapping[str, Any] | None = None
+    """The running job's last ``djctl.progress``: job_id, class, fraction, message."""
+
+    def replace(self, **changes: Any) -> ProcessInfo:
+        return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
         """The JSON shape of the control protocol and ``ps --json``."""
-        out = {
+        out: dict[str, Any] = {
             "name": self.name,
             "type": self.type,
             "pid": self.pid,
@@ -48,6 +55,8 @@ class ProcessInfo:
         }
         if self.started_at is not None:
             out["started_at"] = self.started_at.isoformat()
+        if self.progress is not None:
+            out["progress"] = dict(self.progress)
         if self.host is not None:
             out["host"] = self.host
             out["heartbeat_at"] = self.heartbeat_at.isoformat() if self.heartbeat_at else None
@@ -68,4 +77,5 @@ class ProcessInfo:
             started_at=datetime.fromisoformat(started) if started else None,
             host=data.get("host"),
             heartbeat_at=datetime.fromisoformat(beat) if beat else None,
+            progress=data.get("progress") if isinstance(data.get("progress"), Mapping) else None,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from djctl.daemon.formation import format_formation
 from djctl.daemon.model import ProcessInfo, State
@@ -119,7 +120,14 @@ def process_line(p: ProcessInfo, now: datetime) -> str:
     it started, which is what every host's heartbeat records, so ``ps`` and ``ps
     --all-hosts`` show the same instant; any other state when it was entered."""
     when = p.started_at if p.state is State.UP and p.started_at is not None else p.since
-    return f"{p.name}: {p.state.value} {stamp(when)} ({ago((now - when).total_seconds())} ago)"
+    line = f"{p.name}: {p.state.value} {stamp(when)} ({ago((now - when).total_seconds())} ago)"
+    return line + (f"  {progress_text(p.progress)}" if p.progress else "")
+
+
+def progress_text(progress: Mapping[str, Any]) -> str:
+    """``ResizePhoto (id=7) 42% resizing 3 of 7``: a running job's last ``djctl.progress``."""
+    text = f"{progress.get('class', '?')} (id={progress.get('job_id')}) {float(progress.get('fraction', 0)):.0%}"
+    return text + (f" {progress['message']}" if progress.get("message") else "")
 
 
 def ps_text(

@@ -5,7 +5,7 @@ Manager, and returns what the client prints. Bad requests raise ControlError."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from djctl.daemon import render
@@ -28,8 +28,10 @@ Handler = Callable[[dict], dict]
 
 class Requests:
     def __init__(self, manager: Manager, store: FormationStore, printer: Printer, *, host: str, cwd: Path,
-                 grace_period: float, type_names: list[str], stop: Callable[[str], None]) -> None:
+                 grace_period: float, type_names: list[str], stop: Callable[[str], None],
+                 progress: Mapping[str, dict] | None = None) -> None:
         self.manager, self.store, self.printer = manager, store, printer
+        self.progress: Mapping[str, dict] = progress if progress is not None else {}
         self.host, self.cwd, self.grace_period = host, cwd, grace_period
         self._type_names = type_names  # the spawner's list of known types, extended in place
         self._stop = stop
@@ -38,7 +40,7 @@ class Requests:
 
     def ps(self, _request: dict) -> dict:
         return {
-            "processes": [p.as_dict() for p in self.manager.processes()],
+            "processes": [p.replace(progress=self.progress.get(p.name)).as_dict() for p in self.manager.processes()],
             "formation": dict(self.manager.formation),
             "types": dict(self.manager.types),
             "restarting": self.manager.restarting,

@@ -31,6 +31,7 @@ from djctl.daemon.formation import (
     format_formation,
 )
 from djctl.daemon.logs import SUPERVISOR
+from djctl.daemon.logs import events as job_events
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
 from djctl.daemon.model import ProcessInfo, State
 from djctl.daemon.paths import Paths
@@ -83,7 +84,9 @@ class Supervisor:
         self._type_names = list(plan.types)
         self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, self._type_names,
                                    umask=plan.umask)
-        self.requests = Requests(self.manager, store, printer, host=plan.host, cwd=plan.cwd,
+        self.progress: dict[str, dict] = {}
+        """The last progress each process's running job reported (djctl.progress), by process name."""
+        self.requests = Requests(self.manager, store, printer, host=plan.host, cwd=plan.cwd, progress=self.progress,
                                  grace_period=plan.policy.grace_period, type_names=self._type_names,
                                  stop=self._stop)
         self._children: dict[int, ChildProcess] = {}
@@ -213,7 +216,14 @@ class Supervisor:
             events.close()
             return
         for line in lines:
+            report = job_events.progress_of(line)
+            if report is not None:
+                self.progress[name] = report
+                continue
             self.printer.job_event(name, self.plan.host, line)
+            done = job_events.parse(line)
+            if done is not None and self.progress.get(name, {}).get("job_id") == done.get("job_id"):
+                del self.progress[name]
 
     def _read(self, process: ChildProcess) -> None:
         lines = process.read_lines()
@@ -246,6 +256,7 @@ class Supervisor:
                     self._selector.unregister(process.events.fileno())
                     process.events.close()
             del self._children[process.pid]
+            self.progress.pop(process.name, None)
             info = self.manager.exited(process.pid, code)
             if info is not None and self._heartbeat is not None:
                 status = code if code >= 0 else 128 - code

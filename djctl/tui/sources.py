@@ -98,6 +98,8 @@ class ProcessRow:
     job: str | None = None
     job_since: datetime | None = None
     stale: bool = False
+    progress: str | None = None
+    """The running job's last ``djctl.progress``: ``42% resizing``."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,8 @@ class DatabaseSource:
                 # As ps shows it: an up process since it started, others since their state began.
                 since = p.get("started_at") if p["state"] == "up" and p.get("started_at") else p.get("since")
                 found.append(ProcessRow(str(p["name"]), str(p["type"]), self.host, p.get("pid"), str(p["state"]),
-                                     _parse_time(since), str(p.get("command") or "")))
+                                     _parse_time(since), str(p.get("command") or ""),
+                                     progress=progress_text(p.get("progress"))))
             named = {p.type for p in found}
             for t in ps.get("types") or {}:
                 if t not in named:
@@ -388,6 +391,14 @@ _WHY = {admin.Refusal.UNKNOWN: "it is gone (completed or deleted)",
 
 def _refused(done: str, outcome: admin.Outcome) -> str:
     return "; ".join(f"job {i} not {done}: {_WHY[r]}" for i, r in sorted(outcome.refused.items()))
+
+
+def progress_text(progress: Any) -> str | None:
+    """``42% resizing``: a job's last ``djctl.progress`` as the supervisor reports it."""
+    if not isinstance(progress, Mapping) or not isinstance(progress.get("fraction"), (int, float)):
+        return None
+    message = progress.get("message")
+    return f"{float(progress['fraction']):.0%}" + (f" {message}" if isinstance(message, str) and message else "")
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -105,7 +105,8 @@ class ProcessPanel(Panel):
                      style={"up": "green", "crashed": "bold red", "down": "dim"}.get(p.state, "yellow"))
         return (p.name, p.host, "" if p.pid is None else str(p.pid), state,
                 age(_since(now, p.since)) if p.pid is not None else "",
-                "" if p.cpu is None else f"{p.cpu:.1f}%", size(p.memory), p.job or "",
+                "" if p.cpu is None else f"{p.cpu:.1f}%", size(p.memory),
+                " ".join(filter(None, (p.job, p.progress))),
                 age(_since(now, p.job_since)))
 
     def selected(self) -> ProcessRow | None:

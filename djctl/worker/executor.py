@@ -33,6 +33,7 @@ from djctl import api, clock, config, payload, proctitle
 from djctl.handlers import LoadedJob, default_backoff, load, target_name
 from djctl.queue import engines as store
 from djctl.worker import descendants
+from djctl.worker import progress as job_progress
 from djctl.worker.journal import Journal
 from djctl.worker.messages import Job, Left, Reply, Result, Skipped, Started, decode_job, decode_reply
 
@@ -198,7 +199,11 @@ def _run_one(msg: Job, decoder: payload.Decoder, journal: Journal | None, out: i
     if say is not None:
         _print(f"{say}Job {job.name} (id={msg.id}) RUN")
     proctitle.set_title(proctitle.job_title(msg.id, job.target, job.name))
-    result = _outcome(job, msg)
+    job_progress.bind(out, msg.id)
+    try:
+        result = _outcome(job, msg)
+    finally:
+        job_progress.unbind()
     proctitle.set_title(proctitle.executor_title())
     # Before the result: once the worker reads it, nothing of this job may still run, and
     # the job's own output (flushed here) is in the log before the worker's COMPLETED line.

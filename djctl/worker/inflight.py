@@ -15,7 +15,7 @@ from djctl import clock, config
 from djctl.handlers import default_backoff, target_name
 from djctl.queue.claims import ClaimedJob
 from djctl.worker.executor import Child
-from djctl.worker.messages import Job, Left, Outcome, Reply, Result, Started
+from djctl.worker.messages import Job, Left, Outcome, Progress, Reply, Result, Started
 
 
 @dataclass
@@ -43,7 +43,8 @@ class InFlight:
 
     def __init__(self, settings: config.Settings, journal_file: Path, *, max_run_time: timedelta,
                  kill_grace: float, clock: Callable[[], float], close: Sequence[int] = (),
-                 say: str | None = None, on_start: Callable[[Running], None] | None = None) -> None:
+                 say: str | None = None, on_start: Callable[[Running], None] | None = None,
+                 on_progress: Callable[[Running, Progress], None] | None = None) -> None:
         self.settings = settings
         self.journal_file = journal_file
         self.max_run_time = max_run_time.total_seconds()
@@ -53,6 +54,8 @@ class InFlight:
         self.say = say
         """The log prefix the executor writes its RUN lines with, if it writes them."""
         self.on_start = on_start
+        self.on_progress = on_progress
+        """Called with each progress report of the running job (``djctl.progress``)."""
         """Called as each job starts, when the executor does not say it."""
         self.sent: deque[Running] = deque()
         self.child: Child | None = None
@@ -87,6 +90,11 @@ class InFlight:
         for msg in replies:
             if isinstance(msg, Started):
                 self._started(msg)
+                continue
+            if isinstance(msg, Progress):
+                running = next((r for r in self.sent if r.job.id == msg.id), None)
+                if running is not None and self.on_progress is not None:
+                    self.on_progress(running, msg)
                 continue
             running = self.sent.popleft()
             assert running.job.id == msg.id, "executor answered out of order"

@@ -9,6 +9,7 @@ path (a no-op job costs a few of these):
                          Result   {"r": id, "ok": true}  |  {"r": id, "ok": false, "error", "retry_at"}
                          Skipped  {"r": id, "skipped": true}   (revoked before it started)
                          Left     {"r": id, "left": true, "error"}  (this worker may not run it)
+                         Progress {"p": id, "f": fraction, "m": message}  (djctl.progress, from the job)
 """
 
 from __future__ import annotations
@@ -89,7 +90,19 @@ class Left:
         return _dumps({"r": self.id, "left": True, "error": self.error}) + "\n"
 
 
-Reply = Started | Result | Skipped | Left
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The running job says how far it has got (``djctl.progress``): ``fraction`` 0..1."""
+
+    id: int
+    fraction: float
+    message: str | None = None
+
+    def encode(self) -> str:
+        return _dumps({"p": self.id, "f": self.fraction, "m": self.message}) + "\n"
+
+
+Reply = Started | Result | Skipped | Left | Progress
 
 
 def decode_job(line: bytes | str) -> Job:
@@ -101,6 +114,8 @@ def decode_job(line: bytes | str) -> Job:
 def decode_reply(line: bytes | str) -> Reply:
     """A :class:`Started`, :class:`Result`, :class:`Skipped` or :class:`Left` from its line (the worker's end)."""
     m = json.loads(line)
+    if "p" in m:
+        return Progress(m["p"], float(m["f"]), m.get("m"))
     if "s" in m:
         return Started(m["s"], m["name"], m["max_run_time"], m["max_attempts"])
     if m.get("skipped"):

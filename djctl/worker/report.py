@@ -20,6 +20,9 @@ from djctl.worker.messages import Outcome
 
 ENV = "DJCTL_EVENT_FD"
 Kind = Literal["completed", "failed", "failed_permanently"]
+PROGRESS = "progress"
+"""The event a running job's ``djctl.progress`` becomes: not an outcome, kept by the
+supervisor for ``ps`` and the console, never written to the events file."""
 
 
 def line(o: Outcome) -> str:
@@ -98,10 +101,14 @@ class Events:
         return () if self.fd is None else (self.fd,)
 
     def send(self, event: Event) -> None:
+        self.send_line(event.to_json())
+
+    def send_line(self, line: str) -> None:
+        """Write one line of JSON (no newline) to the channel, if there is one."""
         if self.fd is None:
             return
         try:
-            os.write(self.fd, (event.to_json() + "\n").encode())
+            os.write(self.fd, (line + "\n").encode())
         except BlockingIOError:
             pass  # the reader is a pipe behind: losing a count beats stalling jobs
         except OSError:
@@ -126,6 +133,14 @@ class Report:
     def started(self, name: str, job_id: int) -> None:
         """Say that the job starts (when the executor does not say it)."""
         self.say(f"Job {name} (id={job_id}) RUN")
+
+    def progress(self, name: str, job_id: int, queue: str | None, fraction: float, message: str | None) -> None:
+        """Pass the running job's progress on to the supervisor (its ``ps`` and the console);
+        nothing when no supervisor listens."""
+        if self.events.fd is not None:
+            self.events.send_line(json.dumps({"event": PROGRESS, "job_id": job_id, "class": name, "queue": queue,
+                                              "fraction": fraction, "message": message,
+                                              "ts": clock.now().isoformat()}, separators=(",", ":")))
 
     def outcome(self, o: Outcome) -> None:
         self.say(line(o))

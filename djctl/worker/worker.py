@@ -24,6 +24,7 @@ from djctl.worker import identity, journal
 from djctl.worker.inflight import InFlight, Running
 from djctl.worker.lease import Guard
 from djctl.worker.loop import Loop, Pass
+from djctl.worker.messages import Progress
 from djctl.worker.output import flush, stdout_log
 from djctl.worker.report import Events, Report
 from djctl.worker.rounds import Rounds
@@ -144,7 +145,8 @@ class Worker:
         self.inflight = InFlight(self.resolved, journal_file, max_run_time=self._max_run_time,
                                  kill_grace=self.kill_grace, clock=self.clock, close=self._events.inherited(),
                                  say=f"[Worker({self.name})] " if executor_says else None,
-                                 on_start=None if executor_says else self._started)
+                                 on_start=None if executor_says else self._started,
+                                 on_progress=self._progress)
         self.guard = Guard(self.resolved.heartbeat_interval, self.resolved.heartbeat_timeout,
                            self._fence_now, self.clock)
         loop = Loop(self, settings=self.resolved, sleep_delay=self.resolved_sleep_delay,
@@ -175,6 +177,9 @@ class Worker:
 
     def _started(self, running: Running) -> None:
         self.report.started(running.name, running.job.id)
+
+    def _progress(self, running: Running, msg: Progress) -> None:
+        self.report.progress(running.name, running.job.id, running.job.queue, msg.fraction, msg.message)
 
     def _fence_now(self) -> None:
         """The lease guard's thread: the lease could not be renewed in time. Kill the job in

@@ -42,7 +42,8 @@ FileNotFoundError: no such file: /tmp/import-7.csv"""
 def fixed_snapshot(running: bool = True) -> Snapshot:
     processes = (
         ProcessRow("worker.1", "worker", "railgun", 25794, "up", T - timedelta(minutes=3), "djctl work",
-                cpu=12.5, memory=48_300_000, job="ResizePhoto (id=1042)", job_since=T - timedelta(seconds=2)),
+                cpu=12.5, memory=48_300_000, job="ResizePhoto (id=1042)", job_since=T - timedelta(seconds=2),
+                progress="42% resizing 3 of 7"),
         ProcessRow("worker.2", "worker", "railgun", 25801, "crashed", T - timedelta(seconds=20), "djctl work"),
         ProcessRow("mail.1", "mail", "railgun", 25810, "up", T - timedelta(hours=2, minutes=5),
                 "djctl work --queues mail", cpu=0.3, memory=41_000_000),

@@ -46,3 +46,27 @@ def parse(line: str) -> dict[str, Any] | None:
     if not isinstance(event, dict) or event.get("event") not in OUTCOMES:
         return None
     return event
+
+
+PROGRESS = "progress"
+MAX_PROGRESS_MESSAGE = 200
+
+
+def progress_of(line: str) -> dict[str, Any] | None:
+    """The progress report on ``line`` (``{"job_id", "class", "fraction", "message"}``),
+    checked field by field, or None when the line is no progress report."""
+    if len(line) > MAX_EVENT:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("event") != PROGRESS:
+        return None
+    job_id, fraction, message = event.get("job_id"), event.get("fraction"), event.get("message")
+    if not isinstance(job_id, int) or isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        return None
+    if not 0 <= fraction <= 1 or not (message is None or isinstance(message, str)):
+        return None
+    return {"job_id": job_id, "class": str(event.get("class") or "?")[:255], "fraction": float(fraction),
+            "message": None if message is None else message[:MAX_PROGRESS_MESSAGE]}
