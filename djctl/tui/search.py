@@ -17,9 +17,10 @@ from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from djctl.queue import lookup
+from djctl import config
+from djctl.queue import lookup, stats
 from djctl.tui.messages import JobRead, JobsFound
-from djctl.tui.sources import DEFAULT_QUEUE, JobFilter, Source, queue_label
+from djctl.tui.sources import JobFilter, Source
 from djctl.tui.table import Column, RowTable
 
 SEARCH_LIMIT = 50
@@ -44,7 +45,8 @@ class FilterScreen(ModalScreen["JobFilter | None"]):
                 yield Label("Filter (empty: everything; Enter applies, Esc cancels, Tab to the jobs)",
                             id="filter-title")
                 yield Label("queue")
-                yield Input(self.current.queue or "", placeholder=f"name, or {DEFAULT_QUEUE}", id="queue")
+                yield Input(self.current.queue or "", placeholder=f"name, or {config.current().default_queue}",
+                            id="queue")
                 yield Label("job class")
                 yield Input(self.current.job_class, placeholder="e.g. Newsletter (its name, not its arguments)",
                             id="job_class")
@@ -101,7 +103,7 @@ class FilterScreen(ModalScreen["JobFilter | None"]):
 
 
 def _cells(r: lookup.JobRow) -> tuple:
-    return (str(r.id), Text(r.state.value, _STATE_STYLE[r.state]), r.name, queue_label(r.queue), str(r.priority),
+    return (str(r.id), Text(r.state.value, _STATE_STYLE[r.state]), r.name, stats.queue_label(r.queue), str(r.priority),
             str(r.attempts), r.run_at.strftime("%Y-%m-%d %H:%M:%S"), r.error)
 
 
