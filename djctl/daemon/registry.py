@@ -14,11 +14,13 @@ was cut off itself judges no lease until it has been connected for a whole timeo
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, delete, or_, select, text
 from sqlalchemy.exc import DBAPIError
@@ -26,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from djctl import clock
 from djctl.clock import utc_naive, utcnow
 from djctl.daemon import render
+from djctl.daemon.logs import events as job_events
 from djctl.daemon.model import ProcessInfo, State
 from djctl.errors import one_line
 from djctl.queue import claims
@@ -153,6 +156,7 @@ class Registry:
             "command": p.command,
             "started_at": utc_naive(p.started_at) if p.started_at else None,
             "heartbeat_at": now,
+            "progress": _progress_column(p.progress),
         }
 
 
@@ -169,15 +173,45 @@ def list_processes(engine: Engine) -> list[ProcessInfo]:
             state = State(r.state)
         except ValueError:
             state = State.DOWN
-        out.append(ProcessInfo(r.name, r.type, r.pid, state, started or beat, r.command, started, r.host, beat))
+        out.append(ProcessInfo(r.name, r.type, r.pid, state, started or beat, r.command, started, r.host, beat,
+                               progress_of_column(r.progress)))
     return out
+
+
+def _progress_column(progress: Mapping[str, Any] | None) -> str | None:
+    """``progress`` as the column keeps it: JSON of at most 255 characters (the message cut
+    to 100, dropped if escaping still makes it too long)."""
+    if not progress:
+        return None
+    keep = {"job_id": progress.get("job_id"), "class": str(progress.get("class") or "?")[:64],
+            "fraction": progress.get("fraction"), "message": progress.get("message")}
+    if isinstance(keep["message"], str):
+        keep["message"] = keep["message"][:100]
+    text = json.dumps(keep, separators=(",", ":"), ensure_ascii=False)
+    if len(text) > 255:
+        keep["message"] = None
+        text = json.dumps(keep, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= 255 else None
+
+
+def progress_of_column(value: str | None) -> dict[str, Any] | None:
+    """The progress a row's column holds (JSON, checked field by field), or None."""
+    if not value:
+        return None
+    return job_events.progress_of(json.dumps({"event": job_events.PROGRESS, **_loads(value)}))
+
+
+def _loads(value: str) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def jobs_in_hand(engine: Engine, host: str, pids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
     """For each worker pid of ``host``, the jobs it holds claimed: (id, name as
     delayed_job shows it), in the order it takes them. Handlers are read as JSON only."""
-    import json
-
     from djctl.handlers import display_name
     from djctl.queue.schema import delayed_jobs as jobs
 

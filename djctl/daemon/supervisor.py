@@ -116,7 +116,7 @@ class Supervisor:
                     self.printer.event(SUPERVISOR, render.released(r.count, r.worker) + f" ({r.name}, dead)")
                 heartbeat = self._heartbeat = Heartbeat(
                     self.registry, self.plan.settings.heartbeat_interval, self.plan.settings.heartbeat_timeout,
-                    lambda: self._snapshot, self.printer.event)
+                    self._published, self.printer.event)
             server = Server(self.plan.paths, self._on_request, self._on_refused)
             server.start()
             start_watchdog(self.notifier, self._stop_event,
@@ -208,6 +208,11 @@ class Supervisor:
         if process.events is not None:
             self._selector.register(process.events.fileno(), selectors.EVENT_READ, (process.name, process.events))
         return process
+
+    def _published(self) -> tuple[ProcessInfo, ...]:
+        """What the heartbeat writes (from its thread): the processes, each with its job's progress."""
+        progress = dict(self.progress)
+        return tuple(p.replace(progress=progress.get(p.name)) for p in self._snapshot)
 
     def _read_events(self, name: str, events: LineReader) -> None:
         lines = events.read_lines()

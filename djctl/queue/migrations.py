@@ -65,11 +65,24 @@ def _create_djctl_task_results(conn: Connection) -> None:
     djctl_task_results.create(conn)
 
 
+def _add_process_progress(conn: Connection) -> None:
+    # A heartbeat-time copy of each process's running job's progress, for other hosts.
+    # Migration 2 creates the table as declared now, progress included: only a table
+    # created by an older djctl lacks it.
+    if isinstance(conn, _Script):
+        if any(s.startswith("CREATE TABLE djctl_processes") for s in conn.statements):
+            return
+    elif "progress" in {c["name"] for c in inspect(conn).get_columns("djctl_processes")}:
+        return
+    conn.exec_driver_sql("ALTER TABLE djctl_processes ADD COLUMN progress VARCHAR(255)")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create delayed_jobs", _create_delayed_jobs),
     Migration(2, "create djctl_processes", _create_djctl_processes),
     Migration(3, "name the default queue", _name_the_default_queue),
     Migration(4, "create djctl_task_results", _create_djctl_task_results),
+    Migration(5, "add djctl_processes.progress", _add_process_progress),
 ]
 
 LATEST = MIGRATIONS[-1].version

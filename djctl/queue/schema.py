@@ -107,6 +107,9 @@ djctl_processes = Table(
     Column("command", LongText, nullable=False),
     Column("started_at", Timestamp),
     Column("heartbeat_at", Timestamp, nullable=False),
+    # The running job's last djctl.progress, as JSON ({"job_id", "fraction", "message"}),
+    # written with the heartbeat: other hosts' consoles read it here.
+    Column("progress", String(255)),
     UniqueConstraint("host", "name", name="djctl_processes_host_name"),
     Index("djctl_processes_heartbeat", "heartbeat_at"),
 )

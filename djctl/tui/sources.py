@@ -16,6 +16,7 @@ The supervisor is reached only through :class:`SupervisorLink` (over
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -270,7 +271,7 @@ class DatabaseSource:
                 state = "down"
             stale = not local and r.heartbeat_at is not None and now - r.heartbeat_at > timeout
             found.append(ProcessRow(r.name, r.type, r.host, r.pid, state, r.started_at, r.command or "",
-                                 local=local, stale=stale))
+                                 local=local, stale=stale, progress=progress_text(_json(r.progress))))
         jobs = self._current_jobs(conn, [p for p in found if p.pid is not None])
         out = []
         for p in found:
@@ -289,7 +290,7 @@ class DatabaseSource:
     def _registry_rows(self, conn: Connection) -> list[Any]:
         p = djctl_processes.c
         return list(conn.execute(select(p.host, p.pid, p.name, p.type, p.state, p.command, p.started_at,
-                                        p.heartbeat_at)))
+                                        p.heartbeat_at, p.progress)))
 
     def _current_jobs(self, conn: Connection,
                       procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime]]:
@@ -389,10 +390,19 @@ def _refused(done: str, outcome: admin.Outcome) -> str:
 
 def progress_text(progress: Any) -> str | None:
     """``42% resizing``: a job's last ``djctl.progress`` as the supervisor reports it."""
-    if not isinstance(progress, Mapping) or not isinstance(progress.get("fraction"), (int, float)):
+    fraction = progress.get("fraction") if isinstance(progress, Mapping) else None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
         return None
     message = progress.get("message")
     return f"{float(progress['fraction']):.0%}" + (f" {message}" if isinstance(message, str) and message else "")
+
+
+def _json(value: str | None) -> Any:
+    """``value`` read as JSON (a heartbeat's progress column), None when it is not."""
+    try:
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
 
 
 def _parse_time(value: Any) -> datetime | None:

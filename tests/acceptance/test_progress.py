@@ -44,6 +44,14 @@ def test_progress_shows_in_ps_and_the_console_within_2_s(app, tmp_path):
                                      if p.name == "worker.1" and p.progress), None),
                        timeout=max(0.1, 2.0 - (time.monotonic() - reported)), message="the console's progress")
         assert row.progress == "42% resizing 3 of 7" and row.job == f"Progressing (id={job_id})"
+
+        # Another host's console reads it from djctl_processes, written with the heartbeat.
+        elsewhere = DatabaseSource(config.current().replace(state_dir=tmp_path / "elsewhere"), host="elsewhere")
+        remote = wait_for(lambda: next((p for p in elsewhere.snapshot(JobFilter()).processes
+                                        if p.name == "worker.1" and p.progress), None),
+                          timeout=10, message="the progress in djctl_processes")
+        assert not remote.local and remote.progress == "42% resizing 3 of 7"
+        assert f"Progressing (id={job_id}) 42% resizing 3 of 7" in app.run("ps", "--all-hosts").stdout
     finally:
         gate.write_text("")
     wait_for(lambda: count(app.db_url) == 0, timeout=30, message="the job done")
