@@ -157,3 +157,19 @@ def test_upgrade_of_a_database_that_does_not_answer_is_one_line():
     r = upgrade("postgresql://nobody@127.0.0.1:1/nothing", env)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("djctl: cannot upgrade postgresql+psycopg://nobody@")
+
+
+def test_a_database_at_version_4_gets_the_progress_column(empty_url, reference_url, env):
+    """Migration 5 on a djctl_processes table that an older djctl created without it."""
+    assert upgrade(empty_url, env).returncode == 0
+    eng = create_engine(store.normalize_url(empty_url))
+    with eng.begin() as conn:
+        conn.execute(text("ALTER TABLE djctl_processes DROP COLUMN progress"))
+        conn.execute(text("DELETE FROM djctl_schema_migrations WHERE version = 5"))
+    eng.dispose()
+    script = subprocess.run(djctl_cmd("--database-url", empty_url, "db", "upgrade", "--sql"), env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "ALTER TABLE djctl_processes ADD COLUMN progress VARCHAR(255);" in script.stdout
+    again = upgrade(empty_url, env)
+    assert again.stdout.splitlines()[0] == "Applied migration 5: add djctl_processes.progress"
+    assert snapshot(empty_url).get("djctl_processes") == snapshot(reference_url)["djctl_processes"]
