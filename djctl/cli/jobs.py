@@ -18,7 +18,7 @@ from djctl.cli.base import Failure, UsageFailure, _first_line, connect, import_a
 from djctl.daemon.paths import ensure_private_dir
 from djctl.queue import admin, migrations
 from djctl.queue import engines as store
-from djctl.queue.stats import queue_depth, render_depth
+from djctl.queue.stats import left_unrun, queue_depth, render_depth, render_left
 
 
 def _queues(value: str | None) -> list[str] | None:
@@ -142,10 +142,13 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     eng = connect(settings(ctx), create=False)
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = queue_depth(conn, api.utc_naive(api.now()))
+        left = left_unrun(conn)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows]))
     else:
         click.echo(render_depth(rows))
+        if left:
+            click.echo(render_left(left))
 
 
 @click.group()

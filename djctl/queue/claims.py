@@ -72,6 +72,10 @@ class Filter:
         return out
 
 
+LEFT = "left: no app configured"
+"""``locked_by`` of a job that a worker with no app configured gave back unrun (``locked_at`` NULL)."""
+
+
 def _stmt(sql: str, *expanding: str):
     stmt = text(sql).bindparams(
         *(bindparam(n, expanding=True) for n in expanding),
@@ -127,8 +131,11 @@ class Claims:
             "WHERE id IN :ids AND locked_by = :me",
             "ids",
         )
+        # A job left keeps a mark in locked_by (never a worker's name, and locked_at stays
+        # NULL, so any worker may claim it and the claim overwrites the mark): stats and
+        # the console count the jobs waiting for a worker with an app from that index.
         self._leave = _stmt(
-            "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
+            f"UPDATE delayed_jobs SET locked_at = NULL, locked_by = '{LEFT}', last_error = :error, "
             "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
             "WHERE id = :id AND locked_by = :me"
         )

@@ -317,3 +317,25 @@ def _chunks(groups: Sequence[Group], size: int = 200) -> list[Sequence[Group]]:
     """``groups`` in slices small enough for one statement each: SQLite allows 500 terms
     in a compound SELECT and an expression 1,000 deep."""
     return [groups[i:i + size] for i in range(0, len(groups), size)]
+
+
+def left_unrun(conn: Connection) -> dict[Group, int]:
+    """How many waiting jobs of each (queue, priority) a worker with no app configured
+    gave back unrun (``claims.LEFT``): they wait for a worker that can run them. Read
+    from the locked_by index, whatever the number of other rows."""
+    from djctl.queue.claims import LEFT
+
+    t = delayed_jobs.c
+    stmt = (select(t.queue, t.priority, func.count()).where(t.locked_by == LEFT, t.locked_at.is_(None),
+                                                           t.failed_at.is_(None)).group_by(t.queue, t.priority))
+    return {(q, int(p)): int(n) for q, p, n in conn.execute(stmt)}
+
+
+def render_left(left: dict[Group, int]) -> str:
+    """The line ``djctl stats`` adds when jobs wait for a worker with an app ('' when none)."""
+    if not left:
+        return ""
+    total = sum(left.values())
+    queues = ", ".join(sorted({queue_label(q) for q, _ in left}))
+    return (f"{total} job{'s' if total != 1 else ''} ({queues}) left unrun by workers with no app configured, "
+            "waiting for one that can run them: give the workers --app, DJ_APP or app in [tool.djctl]")

@@ -62,6 +62,9 @@ def status_line(snapshot: Snapshot | None, description: str, now: datetime, flt:
     if snapshot is not None:
         failed = snapshot.failed_total
         parts.append(Text(f"{failed} failed", "bold red" if failed else ""))
+        if snapshot.left_unrun:
+            parts.append(Text(f"{snapshot.left_unrun} left unrun: no worker with an app (--app, DJ_APP)",
+                              "bold yellow"))
     if flt.describe():
         parts.append(Text(f"filter: {flt.describe()}", "yellow"))
     parts.append(Text(now.strftime("%Y-%m-%d %H:%M:%S UTC")))

@@ -118,6 +118,8 @@ class Snapshot:
     queues: tuple[QueueRow, ...] = ()
     failed: tuple[stats.FailedJob, ...] = ()
     failed_total: int = 0
+    left_unrun: int = 0
+    """Waiting jobs that workers with no app configured gave back unrun."""
 
 
 class ActionError(Exception):
@@ -221,13 +223,14 @@ class DatabaseSource:
             else:
                 total = sum(d.failed for d in depth)
             processes = self._processes(conn, ps, now)
+            left = sum(n for g, n in stats.left_unrun(conn).items() if flt.wants(g[0]))
         queues = tuple(QueueRow(d.queue, d.priority, d.ready, d.scheduled, d.running, d.failed,
                                 oldest.get((d.queue, d.priority))) for d in depth)
         if ps is None:
             supervision = Supervision(False, note=why)
         else:
             supervision = Supervision(True, dict(ps.get("formation") or {}), dict(ps.get("types") or {}))
-        return Snapshot(taken, supervision, tuple(processes), queues, tuple(failed), total)
+        return Snapshot(taken, supervision, tuple(processes), queues, tuple(failed), total, left)
 
     def traceback(self, job_id: int) -> str | None:
         """The full last_error of job ``job_id`` (None when it has none or is gone)."""

@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 import djctl
+from djctl import config
+from djctl.queue.claims import LEFT
 from djctl.queue.schema import delayed_jobs
+from djctl.tui.dashboard import status_line
+from djctl.tui.sources import DatabaseSource, JobFilter
 from tests import jobs
 from tests.support.commands import djctl_cmd
 from tests.support.rows import row, utcnow
@@ -95,6 +99,15 @@ def test_a_worker_without_an_app_warns_and_leaves_jobs_for_one_that_can_run_them
     assert r is not None and r["failed_at"] is None and r["attempts"] == 0
     assert "outside the allowed packages" in r["last_error"]
 
+    # stats and the console say the job waits for a worker that can run it.
+    stats = subprocess.run(djctl_cmd("stats"), env=djctl_env, capture_output=True, text=True, timeout=60)
+    assert stats.returncode == 0 and stats.stdout.splitlines()[-1] == (
+        "1 job (default) left unrun by workers with no app configured, waiting for one that can run them: "
+        "give the workers --app, DJ_APP or app in [tool.djctl]"), stats.stdout
+    snap = DatabaseSource(config.current()).snapshot(JobFilter())
+    assert snap.left_unrun == 1 and sum(q.ready for q in snap.queues) == 1
+    assert "1 left unrun: no worker with an app" in str(status_line(snap, "", snap.taken_at, JobFilter()))
+
     # It does not claim the job again at once, and a worker with the app runs it.
     assert any("left 1 job(s) it may not run; claiming again in 10s" in line for line in said), said
     able = start(procs, tmp_path, djctl_env, "workoff")
@@ -118,7 +131,9 @@ def test_workoff_without_an_app_ends_and_leaves_the_jobs(db_url, djctl_env, tmp_
     assert worker.wait() == 0, worker.lines
     assert worker.lines[-1].startswith("0 jobs processed at "), worker.lines
     r = row(engine, job)
-    assert r["failed_at"] is None and r["attempts"] == 0 and r["locked_by"] is None
+    # Claimable by any worker (locked_at NULL), marked as left for one that can run it.
+    assert r["failed_at"] is None and r["attempts"] == 0 and r["locked_at"] is None
+    assert r["locked_by"] == LEFT
 
 
 # -- 3. a deploy enqueues code the workers do not have yet ---------------------------------
