@@ -44,7 +44,10 @@ class DjctlTop(App[None]):
 
     CSS_PATH = "djctl.tcss"
     TITLE = "djctl top"
-    BINDINGS = [Binding(k.key, k.action, k.label) for k in ACTIONS]
+    # Ctrl+C quits, as it ends every other djctl command (Textual would only hint at ctrl+q,
+    # and what the operator typed next would reach the console as keys).
+    BINDINGS = [Binding(k.key, k.action, k.label) for k in ACTIONS] + [
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True)]
 
     def __init__(self, source: Source, clock: Clock = utcnow, refresh: float = 1.0, window: int = 120) -> None:
         super().__init__()
