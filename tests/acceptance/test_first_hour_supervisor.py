@@ -194,3 +194,18 @@ def test_down_says_which_job_each_process_is_finishing(app, tmp_path):
     assert lines[0].startswith("Stopping djctl supervisor (pid ")
     assert lines[-1] == "done\n"
     assert runs.read_text().splitlines()[-1] == "end"
+
+
+def test_up_warns_when_its_workers_have_no_app_to_run(app):
+    """Point 2: the warning a worker without an app writes to the log is said by ``up``
+    too — unless the Procfile's command passes --app itself."""
+    env = {k: v for k, v in app.env.items() if k != "DJ_APP"}
+    no_app = App(app.dir, env, app.db_url, procfile="worker: djctl work\n")
+    result = no_app.run("up", "--formation", "worker=1")
+    assert result.stderr.strip() == (
+        "djctl: warning: no app configured, so workers may run no job's code and leave every job; "
+        "set app in [tool.djctl] of pyproject.toml, DJ_APP or --app, then djctl restart")
+    no_app.cli("down")
+    (app.dir / "Procfile").write_text("worker: djctl work --app tests.jobs\n")
+    assert no_app.run("up", "--formation", "worker=1").stderr == ""
+    no_app.cli("down")

@@ -118,6 +118,8 @@ def test_workoff_without_an_app_ends_and_leaves_the_jobs(db_url, djctl_env, tmp_
     worker = start(procs, tmp_path, no_app(djctl_env), "workoff")
     assert worker.wait() == 0, worker.lines
     assert worker.lines[-1].startswith("0 jobs processed at "), worker.lines
+    assert any(line.endswith("left 1 job(s) it may not run, for a worker that can") for line in worker.lines)
+    assert not any("claiming again" in line for line in worker.lines), "workoff ends; it claims nothing again"
     r = row(engine, job)
     assert r["failed_at"] is None and r["attempts"] == 0 and r["locked_by"] is None
 
