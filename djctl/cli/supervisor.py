@@ -325,6 +325,10 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
         formation = parse_scale(list(args), _saved(supervisor, types), list(types))
     except ScaleError as e:
         raise cli.UsageFailure(str(e)) from None
+    elsewhere = _not_running(s, other_databases=False)
+    if elsewhere != render.not_running():
+        # Saving here would scale nothing that runs: point at the supervisor that does.
+        raise cli.Failure(f"{elsewhere}; nothing saved here")
     _setup(ctx, create=True)
     FormationStore(supervisor.formation_path).update(formation)
     click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")
