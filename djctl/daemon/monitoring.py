@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from prometheus_client import disable_created_metrics
 from sqlalchemy import Engine, text
 
 from djctl.daemon.exporter import Address, Exporter
 from djctl.daemon.health import DatabaseProbe, LoopState
 from djctl.daemon.metrics import Metrics, QueueCollector, SupervisorCollector, read_queue
+
+# The *_created series double every counter and histogram and tell a scraper nothing a
+# counter reset does not: this process's registries export none.
+disable_created_metrics()
 
 
 class Monitoring:
