@@ -235,7 +235,8 @@ class Heartbeat:
         """Release what is pending, remove our rows, and end the thread."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # never started: the supervisor failed before its loop
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         next_beat = 0.0
