@@ -31,6 +31,15 @@ def app(db_kind, request, tmp_path):
 
 
 @pytest.fixture
+def local_app(db_kind, request, tmp_path):
+    """An application on SQLite alone (what it shows does not depend on the database), with
+    a process type that crashes at once (scaled to 0 until a test scales it)."""
+    if db_kind != "sqlite":
+        pytest.skip("the endpoint does not depend on the database: once is enough")
+    yield from running_app(request, tmp_path, procfile="worker: djctl work\nbad: sh -c 'exit 3'\n")
+
+
+@pytest.fixture
 def prometheus_for(tmp_path):
     started: list[Prometheus] = []
 
@@ -137,47 +146,66 @@ def test_promtool_accepts_the_shipped_alert_rules_and_their_tests():
     ("0.0.0.0:9187", "is not a loopback address"),
     ("no.such.host.invalid:9187", "is no address of this host"),
 ])
-def test_a_bad_or_remote_metrics_address_is_one_line_and_starts_nothing(address, says, db_kind, request,
-                                                                           tmp_path):
+def test_a_bad_or_remote_metrics_address_is_one_line_and_starts_nothing(address, says, local_app):
     """Acceptance 5."""
-    if db_kind != "sqlite":
-        pytest.skip("no database is reached: once is enough")
-    for app in running_app(request, tmp_path):
-        out = app.run("up", "--metrics", address, ok=False)
-        assert out.returncode == 2, out
-        assert len(out.stderr.splitlines()) == 1 and says in out.stderr, out.stderr
-        assert not (app.state / "djctl.pid").exists() and not app.ours()
-        # The setting is checked the same way.
-        app.env["DJ_METRICS"] = address
-        out = app.run("up", ok=False)
-        assert out.returncode == 2 and says in out.stderr, out
+    app = local_app
+    out = app.run("up", "--metrics", address, ok=False)
+    assert out.returncode == 2, out
+    assert len(out.stderr.splitlines()) == 1 and says in out.stderr, out.stderr
+    assert not (app.state / "djctl.pid").exists() and not app.ours()
+    # The setting is checked the same way.
+    app.env["DJ_METRICS"] = address
+    out = app.run("up", ok=False)
+    assert out.returncode == 2 and says in out.stderr, out
 
 
-def test_only_get_is_answered_remote_needs_the_setting_and_a_taken_port_is_one_line(db_kind, request,
-                                                                                     tmp_path):
+def test_only_get_is_answered_remote_needs_the_setting_and_a_taken_port_is_one_line(local_app):
     """Acceptance 5: GET only; 0.0.0.0 with metrics_remote; a port in use."""
-    if db_kind != "sqlite":
-        pytest.skip("the endpoint does not depend on the database: once is enough")
-    for app in running_app(request, tmp_path):
-        with socket.create_server(("127.0.0.1", 0)) as taken:
-            busy = taken.getsockname()[1]
-            out = app.run("up", "--metrics", f"127.0.0.1:{busy}", ok=False)
-            assert out.returncode == 1, out
-            assert out.stderr.strip().endswith(f"cannot serve metrics on 127.0.0.1:{busy}: Address already in use")
-            assert len(out.stderr.splitlines()) == 1
-        _wait_gone(app)
-
-        port = free_port()
-        app.env["DJ_METRICS_REMOTE"] = "1"
-        app.run("up", "--metrics", f"0.0.0.0:{port}")
-        base = f"http://127.0.0.1:{port}"
-        assert http(f"{base}/healthz") == (200, "ok\n")
-        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
-            assert http(f"{base}/metrics", method=method) == (405, "only GET is answered here\n"), method
-        assert http(f"{base}/metrics", method="HEAD")[0] == 405
-        assert http(f"{base}/nothing")[0] == 404
-        app.run("down")
-
-
-def _wait_gone(app) -> None:
+    app = local_app
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        out = app.run("up", "--metrics", f"127.0.0.1:{busy}", ok=False)
+        assert out.returncode == 1, out
+        assert out.stderr.strip().endswith(f"cannot serve metrics on 127.0.0.1:{busy}: Address already in use")
+        assert len(out.stderr.splitlines()) == 1
     wait_for(lambda: not app.ours(), 10, message="the failed supervisor gone")
+
+    port = free_port()
+    app.env["DJ_METRICS_REMOTE"] = "1"
+    app.run("up", "--metrics", f"0.0.0.0:{port}")
+    base = f"http://127.0.0.1:{port}"
+    assert http(f"{base}/healthz") == (200, "ok\n")
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        assert http(f"{base}/metrics", method=method) == (405, "only GET is answered here\n"), method
+    assert http(f"{base}/metrics", method="HEAD")[0] == 405
+    assert http(f"{base}/nothing")[0] == 404
+    app.run("down")
+
+
+@pytest.mark.serial  # a wall-clock window (2 s): run alone, after the parallel part of the suite
+def test_readyz_and_liveness_follow_the_formation(local_app):
+    """Acceptance 2: /readyz is 503 within 2 s while the formation is not up (a type that
+    crashes), 200 again once it is; /healthz/<type or process> says which process is down."""
+    app = local_app
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app.run("up", "--metrics", f"127.0.0.1:{port}", "--formation", "worker=1 bad=0")
+    wait_for(lambda: http(f"{base}/readyz")[0] == 200, 30, message="/readyz 200")
+    assert http(f"{base}/healthz/worker")[0] == 200
+    assert http(f"{base}/healthz/worker.1")[1].startswith("worker.1 up (pid ")
+    assert http(f"{base}/healthz/bad") == (503, "bad is scaled to 0\n")
+    assert http(f"{base}/healthz/web")[0] == 404
+
+    app.cli("scale", "bad=1")
+    wait_for(lambda: http(f"{base}/readyz", timeout=1)[0] == 503, 2.0, interval=0.05,
+             message="/readyz 503 within 2 s")
+    code, reason = http(f"{base}/readyz")
+    assert code == 503 and reason.startswith("the formation is not up: 1 of 2 processes up (bad.1 "), reason
+    wait_for(lambda: http(f"{base}/healthz/bad.1")[1] == "bad.1 crashed\n", 15, message="bad.1 crashed")
+    assert http(f"{base}/healthz/bad")[0] == 503
+    assert http(f"{base}/healthz/worker")[0] == 200
+    assert http(f"{base}/healthz") == (200, "ok\n")
+
+    app.cli("scale", "bad=0")
+    wait_for(lambda: http(f"{base}/readyz")[0] == 200, 15, message="/readyz 200 again")
+    app.run("down")
