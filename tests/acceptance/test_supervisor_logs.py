@@ -154,7 +154,7 @@ def test_json_log_lines_parse_carry_job_fields_and_follow_through_rotation(json_
     assert sorted(r["job_id"] for r in completed) == ids
     assert all(r["class"] == "Touch" and r["queue"] == "mail" and r["level"] == "info"
                and isinstance(r["run_time"], float) and r["run_time"] >= 0 for r in completed)
-    [failed] = outcomes("failed")
+    failed = outcomes("failed")[0]  # retried 6 s later: a slow run may follow a second attempt
     assert (failed["job_id"], failed["class"], failed["queue"], failed["level"]) == (failing, "Fail", "default",
                                                                                      "warning")
     assert failed["message"].startswith(f"Job Fail (id={failing}) failed after ")
