@@ -31,6 +31,12 @@ def app(db_kind, request, tmp_path):
 
 
 @pytest.fixture
+def other_host(app, request, tmp_path):
+    """A second supervisor on the same database, as if on another host."""
+    yield from running_app(request, tmp_path, name="other", procfile=PROCFILE, DJ_HOSTNAME="other-host")
+
+
+@pytest.fixture
 def local_app(db_kind, request, tmp_path):
     """An application on SQLite alone (what it shows does not depend on the database), with
     a process type that crashes at once (scaled to 0 until a test scales it)."""
@@ -43,8 +49,8 @@ def local_app(db_kind, request, tmp_path):
 def prometheus_for(tmp_path):
     started: list[Prometheus] = []
 
-    def start(target: str) -> Prometheus:
-        started.append(Prometheus(tmp_path / "prometheus", target))
+    def start(*targets: str) -> Prometheus:
+        started.append(Prometheus(tmp_path / "prometheus", *targets))
         return started[-1]
 
     yield start
@@ -52,13 +58,17 @@ def prometheus_for(tmp_path):
         p.stop()
 
 
-def test_a_real_prometheus_scrapes_depths_latency_and_counters_that_match_the_database(app, prometheus_for,
-                                                                                         tmp_path):
-    """Acceptance 1."""
-    port = free_port()
+def test_a_real_prometheus_scrapes_depths_latency_and_counters_that_match_the_database(app, other_host,
+                                                                                         prometheus_for, tmp_path):
+    """Acceptance 1, with two supervisors (two host names) on one database: queue numbers
+    are the database's from either, per-process numbers each host's own."""
+    port, other_port = free_port(), free_port()
     app.run("up", "--metrics", f"127.0.0.1:{port}")
+    other_host.run("up", "--metrics", f"127.0.0.1:{other_port}")
     app.wait_up(1)
-    prom = prometheus_for(f"127.0.0.1:{port}")
+    other_host.wait_up(1)
+    prom = prometheus_for(f"127.0.0.1:{port}", f"127.0.0.1:{other_port}")
+    here = hostname()
 
     runs = str(tmp_path / "runs.txt")
     now = djctl.now()
@@ -70,14 +80,16 @@ def test_a_real_prometheus_scrapes_depths_latency_and_counters_that_match_the_da
     wait_for(lambda: count(app.db_url, "locked_at IS NULL AND attempts = 1") == 1
              and count(app.db_url) == 6, 30, message="the mail jobs done and Overridden failed once")
 
-    wait_for(lambda: prom.value('sum(djctl_jobs_completed_total{queue="mail"})') == 5, 30,
+    wait_for(lambda: prom.value('sum(djctl_jobs_completed_total{queue="mail",job_class="Touch"})') == 5, 30,
              message="Prometheus to have the five completions")
-    assert prom.query("djctl_jobs_completed_total") == {
-        (("host", hostname()), ("job_class", "Touch"), ("queue", "mail")): 5.0}
-    assert prom.query("djctl_jobs_failed_total") == {
-        (("host", hostname()), ("job_class", "Overridden"), ("permanent", "false"), ("queue", "special")): 1.0}
+    assert {dict(k)["host"] for k in prom.query("djctl_jobs_completed_total")} <= {here, "other-host"}
+    assert prom.value('sum(djctl_jobs_failed_total{job_class="Overridden",queue="special",permanent="false"})') == 1
+    assert prom.value("sum(djctl_jobs_failed_total)") == 1
     assert prom.value('sum(djctl_job_run_seconds_count{job_class="Touch"})') == 5
     assert prom.value('sum(djctl_job_wait_seconds_count{queue="mail"})') == 5
+    assert prom.query('djctl_processes{type="worker",state="up"}') == {
+        (("host", here), ("state", "up"), ("type", "worker")): 1.0,
+        (("host", "other-host"), ("state", "up"), ("type", "worker")): 1.0}
 
     # Queue depths: what Prometheus holds is what the database says (djctl stats --json).
     def depths_match() -> bool:
@@ -85,27 +97,30 @@ def test_a_real_prometheus_scrapes_depths_latency_and_counters_that_match_the_da
         for row in json.loads(app.cli("stats", "--json").stdout):
             for state in ("ready", "scheduled", "running", "failed"):
                 database[(row["queue"] or "default", str(row["priority"]), state)] = float(row[state])
-        scraped = {(dict(k)["queue"], dict(k)["priority"], dict(k)["state"]): v
-                   for k, v in prom.query("djctl_jobs").items()}
-        return scraped == database
+        for target in (port, other_port):  # each supervisor says what the database says
+            scraped = {(dict(k)["queue"], dict(k)["priority"], dict(k)["state"]): v
+                       for k, v in prom.query(f'djctl_jobs{{instance="127.0.0.1:{target}"}}').items()}
+            if scraped != database:
+                return False
+        return True
 
     wait_for(depths_match, 30, message="Prometheus's djctl_jobs to match djctl stats --json")
-    assert prom.value('djctl_jobs{queue="idle",state="ready"}') == 3
-    assert prom.value('djctl_jobs{queue="mail",state="scheduled"}') == 2
-    assert prom.value('djctl_jobs{queue="special",state="scheduled"}') == 1
+    assert prom.value('max(djctl_jobs{queue="idle",state="ready"})') == 3
+    assert prom.value('max(djctl_jobs{queue="mail",state="scheduled"})') == 2
+    assert prom.value('max(djctl_jobs{queue="special",state="scheduled"})') == 1
 
     # Queue latency: the age of the oldest ready job, by the database's clock.
-    age = prom.value('djctl_queue_latency_seconds{queue="idle"}')
+    age = prom.value(f'djctl_queue_latency_seconds{{queue="idle",instance="127.0.0.1:{port}"}}')
     assert age is not None and 300 <= age < 300 + (djctl.now() - now).total_seconds() + 5
-    assert prom.value('djctl_queue_latency_seconds{queue="mail"}') == 0
-    assert prom.value('djctl_processes{type="worker",state="up"}') == 1
-    assert prom.value("djctl_database_up") == 1
-    assert prom.value("djctl_heartbeat_timestamp_seconds") > 0
+    assert prom.value('max(djctl_queue_latency_seconds{queue="mail"})') == 0
+    assert prom.value("min(djctl_database_up)") == 1
+    assert prom.value(f'djctl_heartbeat_timestamp_seconds{{host="{here}"}}') > 0
 
-    # A worker killed is restarted, and counted.
+    # A worker killed is restarted, and counted by its own host's supervisor.
     os.kill(next(iter(app.up_pids().values())), signal.SIGKILL)
-    wait_for(lambda: prom.value('djctl_process_restarts_total{type="worker"}') == 1, 30,
+    wait_for(lambda: prom.value(f'djctl_process_restarts_total{{type="worker",host="{here}"}}') == 1, 30,
              message="the restart counted in Prometheus")
+    assert prom.value('djctl_process_restarts_total{type="worker",host="other-host"}') == 0
 
     # promtool accepts the exposition and the shipped rules; Prometheus loaded and evaluates them.
     code, exposition = http(f"http://127.0.0.1:{port}/metrics")
@@ -128,6 +143,7 @@ def test_a_real_prometheus_scrapes_depths_latency_and_counters_that_match_the_da
     for expr in exprs:
         assert prom.api("query", query=expr)["resultType"] == "vector", expr
     app.run("down")
+    other_host.run("down")
 
 
 def test_promtool_accepts_the_shipped_alert_rules_and_their_tests():

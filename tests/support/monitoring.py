@@ -52,10 +52,10 @@ def need(tool: str) -> str:
 
 
 class Prometheus:
-    """A Prometheus server on a free loopback port scraping ``target`` every second, with
+    """A Prometheus server on a free loopback port scraping ``targets`` every second, with
     the shipped alert rules loaded; its data in ``directory``."""
 
-    def __init__(self, directory: Path, target: str) -> None:
+    def __init__(self, directory: Path, *targets: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ class Prometheus:
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "rule_files: [alerts.yml]\n"
-            f"scrape_configs:\n  - job_name: djctl\n    static_configs:\n      - targets: ['{target}']\n")
+            f"scrape_configs:\n  - job_name: djctl\n    static_configs:\n      - targets: {list(targets)}\n")
         self.log = (directory / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
             [need("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
