@@ -12,18 +12,22 @@ bench.console spreads them (five queues, three priorities: 70 % ready, 20 % sche
   job events counted first), wall ms. Goal: under 200 ms of database time.
 - processing, A/B: ``--jobs`` no-op jobs are enqueued on a queue of their own and worked off
   by one forked worker (Worker.work_off until nothing is ready, as ``djctl workoff``),
-  alternately with no scraper and with a scraper thread reading /metrics' numbers every
-  ``--scrape-every`` seconds (1 s: 15 times Prometheus' usual interval), ``--rounds``
-  rounds of each, in one run; jobs/s of each and their ratio (best and median).
+  in turn: with no scraper; with a scraper thread collecting /metrics' queue numbers every
+  ``--scrape-every`` seconds (1 s: 15 times Prometheus' usual interval) as the supervisor
+  does, a reading serving the scrapes of the next ``--reuse`` seconds (the
+  metrics_queue_reuse default, 10 s); and the same with every scrape counting the table
+  (reuse 0). ``--rounds`` rounds of each, in one run; jobs/s of each and their ratio to
+  no scraping (best and median).
 
     python -m bench.metrics [--databases sqlite,postgresql] [--rows 10000000] [--repeat 10]
-                            [--jobs 5000] [--rounds 3] [--scrape-every 1.0]
+                            [--jobs 5000] [--rounds 3] [--scrape-every 1.0] [--reuse 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -88,48 +92,54 @@ def _work_off() -> None:
             return
 
 
-class Scraper:
-    """Reads /metrics' numbers every ``every`` seconds on a thread, as a scrape would."""
+def _scrape(url: str, every: float, reuse: float, out: Path) -> None:
+    """A forked scraper (the supervisor is a process of its own): collects /metrics' queue
+    numbers every ``every`` seconds as the supervisor does for a scrape, a reading reused
+    for ``reuse`` seconds, until SIGTERM; then writes how many scrapes and reads it made."""
+    store.dispose_inherited()
+    engine = api.engine(url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    reads = 0
 
-    def __init__(self, engine, every: float) -> None:
-        self.engine, self.every = engine, every
-        self.stop = threading.Event()
-        self.scrapes = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
+    def read():
+        nonlocal reads
+        reads += 1
+        return read_queue(engine, "default")
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            read_queue(self.engine, "default")
-            self.scrapes += 1
-            self.stop.wait(self.every)
-
-    def __enter__(self) -> Scraper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
-def time_processing(engine, jobs: int, rounds: int, every: float, log: Path) -> dict:
-    runs: dict[str, list[float]] = {"without": [], "with": []}
+    collector = QueueCollector(read, timeout=60, reuse=reuse)
     scrapes = 0
+    while not stop.is_set():
+        list(collector.collect())
+        scrapes += 1
+        stop.wait(every)
+    collector.close()
+    out.write_text(json.dumps([scrapes, reads]))
+
+
+def time_processing(engine, jobs: int, rounds: int, every: float, reuse: float, log: Path) -> dict:
+    modes = {"without": None, "with": reuse, "with, no reuse": 0.0}
+    runs: dict[str, list[float]] = {mode: [] for mode in modes}
+    counted: dict[str, list[tuple[int, int]]] = {mode: [] for mode in modes}
     for _ in range(rounds):
-        for mode in ("without", "with"):
+        for mode, mode_reuse in modes.items():
             djctl.enqueue_many([Noop() for _ in range(jobs)], queue=QUEUE)
             engine.dispose()
-            if mode == "with":
-                with Scraper(engine, every) as scraper:
-                    elapsed = common.run_workers(1, _work_off, log)
-                scrapes += scraper.scrapes
+            if mode_reuse is not None:
+                # Forked before the worker, so that no thread of ours holds a lock across its fork.
+                counts = log.with_name("scrapes.json")
+                scraper = common.fork(lambda r=mode_reuse: _scrape(engine.url.render_as_string(hide_password=False), every, r, counts), log)
+                elapsed = common.run_workers(1, _work_off, log)
+                common.stop(scraper, timeout=120)
+                counted[mode].append(tuple(json.loads(counts.read_text())))
             else:
                 elapsed = common.run_workers(1, _work_off, log)
             runs[mode].append(jobs / elapsed)
-            print(f"  {mode} scraping: {jobs / elapsed:,.0f} jobs/s", flush=True)
-    best = max(runs["with"]) / max(runs["without"])
-    median = statistics.median(runs["with"]) / statistics.median(runs["without"])
-    return {"jobs_per_s": runs, "ratio_best": best, "ratio_median": median, "scrapes": scrapes}
+            print(f"  {mode} scraping: {jobs / elapsed:,.0f} jobs/s {counted[mode][-1:]}", flush=True)
+    base_best, base_median = max(runs["without"]), statistics.median(runs["without"])
+    ratios = {mode: (max(runs[mode]) / base_best, statistics.median(runs[mode]) / base_median)
+              for mode in modes if mode != "without"}
+    return {"jobs_per_s": runs, "ratios_best_median": ratios, "scrapes_reads": counted}
 
 
 def measure(kind: str, url: str, args: argparse.Namespace, tmp: Path) -> dict:
@@ -143,7 +153,8 @@ def measure(kind: str, url: str, args: argparse.Namespace, tmp: Path) -> dict:
     out = {"rows": args.rows, "scrape": time_scrapes(engine, args.repeat, args.events)}
     print(f"{kind}: one scrape reads the queue in {out['scrape']['read_queue_ms']['median']:.0f} ms (median)",
           flush=True)
-    out["processing"] = time_processing(engine, args.jobs, args.rounds, args.scrape_every, tmp / "workers.log")
+    out["processing"] = time_processing(engine, args.jobs, args.rounds, args.scrape_every, args.reuse,
+                                        tmp / "workers.log")
     return out
 
 
@@ -161,11 +172,12 @@ def render(results: dict) -> str:
                      f"{s['read_queue_cpu_ms']['median']:.0f}" if kind == "sqlite" else "-",
                      "yes" if s["read_queue_ms"]["median"] <= GOAL_MS else "NO",
                      f"{s['exposition_ms']['median']:.0f}",
-                     f"{max(p['jobs_per_s']['without']):,.0f}", f"{max(p['jobs_per_s']['with']):,.0f}",
-                     f"{p['ratio_best']:.2f} / {p['ratio_median']:.2f}"])
+                     f"{max(p['jobs_per_s']['without']):,.0f}",
+                     "{:.2f} / {:.2f}".format(*p["ratios_best_median"]["with"]),
+                     "{:.2f} / {:.2f}".format(*p["ratios_best_median"]["with, no reuse"])])
     return common.table(["database", "jobs", "scrape min ms", "median ms", "p95 ms", "cpu ms",
-                         f"<= {GOAL_MS:.0f} ms", "exposition ms", "jobs/s without", "with scraping",
-                         "ratio best / median"], rows)
+                         f"<= {GOAL_MS:.0f} ms", "exposition ms", "jobs/s without",
+                         "scraping: ratio best / median", "no reuse: ratio"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=5000, help="no-op jobs per processing run")
     p.add_argument("--rounds", type=int, default=3, help="processing runs without and with scraping")
     p.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
+    p.add_argument("--reuse", type=float, default=10.0, help="seconds a queue reading serves scrapes")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="first wait up to this long for other processes to leave the CPUs alone")
     args = p.parse_args(argv)

@@ -59,6 +59,8 @@ class Settings:
     """HOST:PORT where the supervisor serves /metrics, /healthz and /readyz ("": off)."""
     metrics_remote: bool = False
     """Allow a metrics address that is not loopback."""
+    metrics_queue_reuse: float = 10.0
+    """Seconds one reading of the queue serves /metrics scrapes before the next scrape counts again."""
     log_format: str = "text"
     """How the supervisor writes its log: "text" (Heroku's lines) or "json" (one object a line)."""
 
@@ -85,6 +87,7 @@ _ENV = {
     "DJ_RESTART_BACKOFF_MAX": "restart_backoff_max",
     "DJ_METRICS": "metrics",
     "DJ_METRICS_REMOTE": "metrics_remote",
+    "DJ_METRICS_QUEUE_REUSE": "metrics_queue_reuse",
     "DJ_LOG_FORMAT": "log_format",
 }
 

@@ -71,31 +71,44 @@ def read_queue(engine: Engine, default_queue: str) -> QueueSample:
 
 
 class QueueCollector(Collector):
-    """The queue's numbers at scrape time. A scrape waits at most ``timeout`` seconds
-    for its reading; scrapes that arrive during one share it. A reading that fails or is
+    """The queue's numbers at scrape time. A reading younger than ``reuse`` seconds serves
+    the scrape as it is (so that frequent scrapes, or several scrapers, count the table at
+    most once per ``reuse``); otherwise the scrape waits at most ``timeout`` seconds for a
+    new one, and scrapes that arrive during a reading share it. A reading that fails or is
     late leaves ``djctl_queue_up`` at 0 and the last numbers read."""
 
-    def __init__(self, read: Callable[[], QueueSample], timeout: float = 5.0) -> None:
+    def __init__(self, read: Callable[[], QueueSample], timeout: float = 5.0, reuse: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.read = read
         self.timeout = timeout
+        self.reuse = reuse
+        self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="djctl-queue-read")
         self._lock = threading.Lock()
         self._pending: Future | None = None
         self._last: QueueSample | None = None
+        self._read_at: float | None = None
 
     def sample(self) -> tuple[QueueSample | None, str | None]:
         """The freshest reading and None, or the last one and why it is not fresh."""
         with self._lock:
+            if self._last is not None and self._read_at is not None and self.clock() - self._read_at < self.reuse:
+                return self._last, None
             if self._pending is None or self._pending.done():
-                self._pending = self._pool.submit(self.read)
+                self._pending = self._pool.submit(self._read)
             pending = self._pending
         try:
-            self._last = pending.result(self.timeout)
-            return self._last, None
+            return pending.result(self.timeout), None
         except FutureTimeout:
             return self._last, f"no answer within {self.timeout:g}s"
         except Exception as e:  # noqa: BLE001 - the database failed: said by djctl_queue_up
             return self._last, one_line(e)
+
+    def _read(self) -> QueueSample:
+        sample = self.read()
+        with self._lock:
+            self._last, self._read_at = sample, self.clock()
+        return sample
 
     def collect(self) -> Iterator[Metric]:
         sample, error = self.sample()

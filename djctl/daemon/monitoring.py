@@ -21,18 +21,19 @@ disable_created_metrics()
 
 class Monitoring:
     """Serves ``/metrics`` and the probes on ``address`` for the supervisor of ``host``.
-    ``last_heartbeat()`` gives the Unix time of its last successful heartbeat (or None)."""
+    ``last_heartbeat()`` gives the Unix time of its last successful heartbeat (or None);
+    a reading of the queue serves the scrapes of the next ``queue_reuse`` seconds."""
 
     def __init__(self, address: Address, engine: Engine, host: str, default_queue: str, types: Iterable[str],
-                 last_heartbeat: Callable[[], float | None], probe_interval: float = 0.5,
-                 probe_stale: float = 1.5) -> None:
+                 last_heartbeat: Callable[[], float | None], queue_reuse: float = 10.0,
+                 probe_interval: float = 0.5, probe_stale: float = 1.5) -> None:
         self.default_queue = default_queue
         self.metrics = Metrics(host)
         for type_name in types:
             self.metrics.restarts.labels(host, type_name)  # 0 from the start, so that increase() sees the first
         self._state: LoopState | None = None
         self.probe = DatabaseProbe(lambda: _ping(engine), probe_interval, probe_stale)
-        self.metrics.add(QueueCollector(lambda: read_queue(engine, default_queue)))
+        self.metrics.add(QueueCollector(lambda: read_queue(engine, default_queue), reuse=queue_reuse))
         self.metrics.add(SupervisorCollector(host, lambda: self._state, self.probe, last_heartbeat))
         self.exporter = Exporter(address, self.metrics, lambda: self._state, self.probe)
 

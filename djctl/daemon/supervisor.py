@@ -159,7 +159,8 @@ class Supervisor:
             return None
         monitoring = Monitoring(self.plan.metrics, self.registry.engine, self.plan.host,
                                 self.plan.settings.default_queue, self.plan.types,
-                                lambda: self._heartbeat.last_beat if self._heartbeat is not None else None)
+                                lambda: self._heartbeat.last_beat if self._heartbeat is not None else None,
+                                queue_reuse=self.plan.settings.metrics_queue_reuse)
         monitoring.start()
         self.printer.event(SUPERVISOR, f"Serving metrics on http://{monitoring.address}/metrics "
                                        "(and /healthz, /readyz)")
