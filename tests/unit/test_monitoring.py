@@ -219,3 +219,21 @@ def test_a_json_log_is_written_and_read_back_in_either_format(tmp_path):
     assert [json.loads(line).get("outcome") for line in tail(path, 10, LogFilter(proc="worker.1"), "json")] == [
         None, None, None, "completed"]
     assert tail(path, 10, LogFilter()) == stored
+
+
+def test_a_reading_serves_the_scrapes_of_the_next_reuse_seconds():
+    now = [0.0]
+    reads = []
+
+    def read() -> QueueSample:
+        reads.append(now[0])
+        return QueueSample({("mail", 0, "ready"): len(reads)}, {"mail": 0.0}, 0.001)
+
+    collector = QueueCollector(read, timeout=5, reuse=10.0, clock=lambda: now[0])
+    for at in (0.0, 3.0, 9.9, 10.0, 15.0, 20.5):
+        now[0] = at
+        sample, error = collector.sample()
+        assert error is None
+    assert reads == [0.0, 10.0, 20.5]
+    assert sample.jobs[("mail", 0, "ready")] == 3
+    collector.close()
