@@ -14,10 +14,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.app import App, running_app
 from tests.support.databases import KINDS
+from tests.support.waiting import wait_for
 
 CHAOS_APP = "tests.jobs,tests.chaos"
 
@@ -77,6 +79,35 @@ def storm(app: App, period: float, duration: float, seed: int = 8) -> list[int]:
             except ProcessLookupError:
                 pass
     return killed
+
+
+def offspring(path: Path) -> list[int]:
+    """The three pids a tests.chaos.harden_jobs.Offspring job wrote, once it has written them."""
+    pids = [int(x) for x in path.read_text().split()] if path.exists() else []
+    return pids if len(pids) == 3 else []
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def started(path: Path) -> list[int]:
+    """The pids of an Offspring job's three children, once they run in three sessions."""
+    pids = wait_for(lambda: offspring(path), 30, message="the job's children started")
+    assert all(alive(p) for p in pids)
+    # The escape really happened: two of them are in sessions of their own.
+    assert len({os.getsid(p) for p in pids}) == 3
+    return pids
+
+
+def gone(pids: list[int], timeout: float, when: str) -> None:
+    """Wait until none of ``pids`` runs."""
+    wait_for(lambda: not any(alive(p) for p in pids), timeout,
+             message=f"the job's children gone {when}: {[p for p in pids if alive(p)]} alive")
 
 
 def completed_ids(app: App) -> Counter:

@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy.engine import make_url
 
 import djctl
 from tests.chaos import Traced
-from tests.chaos.conftest import CHAOS_APP, Proxy, kinds
+from tests.chaos.conftest import CHAOS_APP, Proxy, gone, kinds, started
+from tests.chaos.harden_jobs import Offspring
 from tests.support.commands import djctl_cmd
 from tests.support.rows import count, job_row
 from tests.support.waiting import wait_for
@@ -37,6 +39,7 @@ class Worker:
     def __init__(self, tmp_path: Path, env: dict[str, str], host: str, url: str,
                  prefix: tuple[str, ...] = (), args: tuple[str, ...] = (), **extra: str) -> None:
         self.log = tmp_path / f"{host}.log"
+        self.wrapped = bool(prefix)
         self.proc = subprocess.Popen(
             [*prefix, *djctl_cmd("work", *args)], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
             env={**env, **LEASE, "DJ_HOSTNAME": host, "DJ_DATABASE_URL": url, **extra})
@@ -53,13 +56,28 @@ class Worker:
         return int(re.search(r"\*\*\* Starting job worker host:\S+ pid:(\d+)", self.text())[1])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM the worker itself, then wait for it and everything below it. Under
+        ``faketime`` or ``unshare --fork`` the process started is a wrapper that dies of the
+        signal and leaves the worker running: it would go on taking the next test's jobs."""
+        try:
+            started = psutil.Process(self.proc.pid)
+            tree = [started, *started.children(recursive=True)]
+            worker = next(iter(started.children()), None) if self.wrapped else started
+        except psutil.NoSuchProcess:
+            tree, worker = [], None
+        if worker is not None:
             try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                worker.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _gone, alive = psutil.wait_procs(tree, timeout=30)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        self.proc.wait(10)
 
 
 def trace(path: Path, key: str | None = None) -> dict[int, list[float]]:
@@ -130,6 +148,28 @@ def test_a_partitioned_worker_stops_its_job_before_another_takes_it_over(
     assert completions(other) == 1 and completions(cut_off) == 0
     assert job_row(db_url, job) is None
     assert cut_off.proc.poll() is None and other.proc.poll() is None, "both workers stay alive"
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql", "mysql"))
+def test_a_fenced_job_takes_its_children_with_it(db_kind, db_url, djctl_env, proxy, workers, tmp_path):
+    """When the lease cannot be renewed, the job is stopped whole: the processes it started
+    (in its group, in a new session, double-forked) die with it, as at max_run_time."""
+    path = tmp_path / "pids.txt"
+    job = djctl.enqueue(Offspring(str(path), seconds=120))
+    cut_off = Worker(tmp_path, djctl_env, "hostA", proxy.url(db_url))
+    workers.append(cut_off)
+    pids = started(path)
+
+    proxy.freeze()
+    wait_for(lambda: "stopped: lease could not be renewed" in cut_off.text(), TIMEOUT + 10,
+             message="hostA to stop its job for want of a lease")
+    gone(pids, 10, "after the lease was lost")
+    # Stop before the database answers again, so that the job is given back, not rerun here.
+    cut_off.proc.send_signal(signal.SIGTERM)
+    proxy.thaw()
+    assert cut_off.proc.wait(60) == 0
+    row = job_row(db_url, job)
+    assert row["locked_by"] is None and row["attempts"] == 0 and row["failed_at"] is None
 
 
 def _skewed_enqueue(env: dict[str, str], url: str, shift: str, path: Path) -> int:
