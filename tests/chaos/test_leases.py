@@ -238,9 +238,8 @@ def test_a_twin_host_name_in_another_pid_namespace_releases_no_live_claim(
     """Acceptance 3: two workers under one host name, one in its own PID namespace
     (``unshare --pid``), so that its pid means nothing in the other's process table. The
     other judges its claim by the lease alone: no release while it runs."""
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"unshare --pid is refused here: {probe.stderr.strip()}")
+    if not _unshare_works():
+        pytest.skip("unshare --pid is refused here")
     path = tmp_path / "trace.txt"
     job = djctl.enqueue(Traced(str(path), "long", seconds=TIMEOUT * 3))
     boxed = Worker(tmp_path, djctl_env, "twin", db_url, prefix=("unshare", "--pid", "--fork", "--mount-proc"))
@@ -255,8 +254,46 @@ def test_a_twin_host_name_in_another_pid_namespace_releases_no_live_claim(
     wait_for(lambda: job_row(db_url, job) is None, 60, message="the job to be done")
     assert list(trace(path)) == [boxed.pid], "the twin released a live claim and ran the job again"
     assert completions(boxed) == 1 and completions(here) == 0
-    assert holder == f"host:twin pid:{boxed.pid}"
+    assert re.fullmatch(rf"host:twin@ns\d+ pid:{boxed.pid}", holder), holder
     assert "Released" not in here.text()
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql", "mysql"))
+def test_twins_with_one_host_name_and_one_pid_sign_their_claims_apart(
+        db_kind, db_url, djctl_env, proxy, workers, tmp_path):
+    """Two workers under one host name, each pid 1 of a PID namespace of its own (as in two
+    containers). Their claims carry different names, so the one whose connection breaks —
+    and then gives back whatever is locked in its name — leaves the other's job alone."""
+    if not _unshare_works():
+        pytest.skip("unshare --pid is refused here")
+    path = tmp_path / "trace.txt"
+    job = djctl.enqueue(Traced(str(path), "long", seconds=TIMEOUT * 3))
+    boxed = ("unshare", "--pid", "--fork", "--mount-proc")
+    first = Worker(tmp_path, djctl_env, "twin", db_url, prefix=boxed)
+    workers.append(first)
+    wait_for(lambda: trace(path), 60, message="the first twin to start the job")
+    (tmp_path / "b").mkdir()
+    second = Worker(tmp_path / "b", djctl_env, "twin", proxy.url(db_url), prefix=boxed)
+    workers.append(second)
+    wait_for(second.started, 60, message="the second twin's worker to start")
+    assert first.pid == second.pid == 1
+
+    proxy.cut()  # the second twin's round fails: it may have claimed without hearing of it
+    wait_for(lambda: "database unavailable" in second.text(), 30, message="the second twin to lose its connection")
+    proxy.restore()
+    wait_for(lambda: job_row(db_url, job) is None, 60, message="the job to be done")
+
+    starts = [ln for ln in path.read_text().splitlines() if ln.startswith("start ")]
+    assert len(starts) == 1, starts  # (both twins trace as pid 1: count the runs' starts)
+    assert completions(first) == 1 and completions(second) == 0
+    assert "taken over" not in first.text() and "claim lost" not in first.text()
+    names = {re.search(r"\*\*\* Starting job worker (.+)$", w.text(), re.M)[1] for w in (first, second)}
+    assert len(names) == 2 and all(n.startswith("host:twin@ns") and n.endswith(" pid:1") for n in names), names
+
+
+def _unshare_works() -> bool:
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    return probe.returncode == 0
 
 
 @pytest.mark.parametrize("db_kind", kinds("postgresql", "mysql"))
