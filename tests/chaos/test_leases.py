@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 import djctl
 from tests.chaos import Traced
-from tests.chaos.conftest import CHAOS_APP, Proxy, gone, kinds, started
+from tests.chaos.conftest import CHAOS_APP, Proxy, gone, kinds, make_app, started
 from tests.chaos.harden_jobs import Offspring
 from tests.support.commands import djctl_cmd
 from tests.support.rows import count, job_row
@@ -289,6 +289,43 @@ def test_twins_with_one_host_name_and_one_pid_sign_their_claims_apart(
     assert "taken over" not in first.text() and "claim lost" not in first.text()
     names = {re.search(r"\*\*\* Starting job worker (.+)$", w.text(), re.M)[1] for w in (first, second)}
     assert len(names) == 2 and all(n.startswith("host:twin@ns") and n.endswith(" pid:1") for n in names), names
+
+
+@pytest.mark.parametrize("db_kind", kinds("postgresql", "mysql"))
+def test_twin_supervisors_one_in_its_own_pid_namespace_release_no_live_claim(db_kind, request, tmp_path):
+    """Acceptance 3 with supervisors: two ``djctl up`` under one host name, one of them
+    (with its worker) in a PID namespace of its own. Neither supervisor nor worker of the
+    other releases the claim its twin's worker renews; the job runs once."""
+    if not _unshare_works():
+        pytest.skip("unshare --pid is refused here")
+    path = tmp_path / "trace.txt"
+    twin = {**LEASE, "DJ_HOSTNAME": "twin"}
+    boxed, here = (make_app(request, tmp_path, name, **twin) for name in ("boxed", "here"))
+    djctl.enqueue(Traced(str(path), "long", seconds=TIMEOUT * 3))
+    with (boxed.dir / "up.log").open("w") as out:
+        wrapper = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc",
+                                    *djctl_cmd("up", "--foreground", "--formation", "worker=1")],
+                                   cwd=boxed.dir, env=boxed.env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: trace(path), 60, message="the namespaced supervisor's worker to start the job")
+        here.run("up", "--formation", "worker=1")
+        here.wait_up(1)
+        wait_for(lambda: count(here.db_url) == 0, 60, message="the job to be done")
+        starts = [ln for ln in path.read_text().splitlines() if ln.startswith("start ")]
+        assert len(starts) == 1, starts
+        assert not here.log_has("Released"), here.log_has("Released")
+        assert len(boxed.log_has(r"\) COMPLETED after")) == 1 and not here.log_has(r"\) COMPLETED after")
+        here.run("down")
+    finally:
+        supervisor = next(iter(psutil.Process(wrapper.pid).children()), None) if wrapper.poll() is None else None
+        if supervisor is not None:
+            supervisor.send_signal(signal.SIGTERM)  # unshare would die of it and leave the supervisor
+        try:
+            wrapper.wait(60)
+        except subprocess.TimeoutExpired:
+            wrapper.kill()
+        for app in (boxed, here):
+            app.kill_everything()
 
 
 def _unshare_works() -> bool:
