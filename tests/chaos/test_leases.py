@@ -98,6 +98,8 @@ def overlap(runs: dict[int, list[float]]) -> float:
 
 
 def completions(*workers: Worker) -> int:
+    """COMPLETED lines in the workers' logs. A worker logs one after its row is gone: wait
+    for it, do not count at once."""
     return sum(len(re.findall(r"\) COMPLETED after [0-9.]+$", w.text(), re.M)) for w in workers)
 
 
@@ -211,6 +213,7 @@ def test_clocks_five_minutes_off_take_nothing_early(db_kind, db_url, djctl_env, 
     runs = trace(path)
     assert list(runs) == [ahead.pid], "the long job was taken over while its worker renewed it"
     assert job_row(db_url, later)["attempts"] == 0, "the scheduled job ran early"
+    wait_for(lambda: completions(ahead, behind) >= 1, 10, message="the completion to be logged")
     assert completions(ahead, behind) == 1
     assert re.search(r"this host's clock is 3\d\d\.\ds ahead of the database's", ahead.text())
     assert re.search(r"this host's clock is 3\d\d\.\ds behind the database's", behind.text())
@@ -253,6 +256,7 @@ def test_a_twin_host_name_in_another_pid_namespace_releases_no_live_claim(
 
     wait_for(lambda: job_row(db_url, job) is None, 60, message="the job to be done")
     assert list(trace(path)) == [boxed.pid], "the twin released a live claim and ran the job again"
+    wait_for(lambda: completions(boxed, here) >= 1, 10, message="the completion to be logged")
     assert completions(boxed) == 1 and completions(here) == 0
     assert re.fullmatch(rf"host:twin@ns\d+ pid:{boxed.pid}", holder), holder
     assert "Released" not in here.text()
@@ -285,6 +289,7 @@ def test_twins_with_one_host_name_and_one_pid_sign_their_claims_apart(
 
     starts = [ln for ln in path.read_text().splitlines() if ln.startswith("start ")]
     assert len(starts) == 1, starts  # (both twins trace as pid 1: count the runs' starts)
+    wait_for(lambda: completions(first, second) >= 1, 10, message="the completion to be logged")
     assert completions(first) == 1 and completions(second) == 0
     assert "taken over" not in first.text() and "claim lost" not in first.text()
     names = {re.search(r"\*\*\* Starting job worker (.+)$", w.text(), re.M)[1] for w in (first, second)}
@@ -314,6 +319,7 @@ def test_twin_supervisors_one_in_its_own_pid_namespace_release_no_live_claim(db_
         starts = [ln for ln in path.read_text().splitlines() if ln.startswith("start ")]
         assert len(starts) == 1, starts
         assert not here.log_has("Released"), here.log_has("Released")
+        wait_for(lambda: boxed.log_has(r"\) COMPLETED after"), 10, message="the completion to be logged")
         assert len(boxed.log_has(r"\) COMPLETED after")) == 1 and not here.log_has(r"\) COMPLETED after")
         here.run("down")
     finally:
