@@ -20,31 +20,19 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 
-from djctl import clock
+from djctl import clock, dburl
 from djctl.config import ConfigError
-
-_DRIVERS = {
-    "postgres": "postgresql+psycopg",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-}
+from djctl.dburl import DatabaseFileError as DatabaseFileError  # callers name it store.DatabaseFileError
 
 
 def normalize_url(url: str) -> URL:
     """Parse ``url``, choosing djctl's drivers (psycopg 3, PyMySQL) where none is named."""
+    drivername = dburl.parse(url).drivername  # the one check every command makes, same line
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"database URL {url!r} is not a URL (e.g. postgresql://user@host/db)") from None
-    if parsed.drivername in _DRIVERS:
-        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
-        raise ConfigError(f"database URL {parsed.render_as_string()!r}: djctl supports sqlite, postgresql and mysql")
-    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ConfigError("an in-memory SQLite database cannot be shared with workers; name a file")
-    return parsed
+    return parsed.set(drivername=drivername)
 
 
 def describe(url: URL) -> str:
@@ -60,11 +48,6 @@ def url_key(url: URL) -> str:
     else:
         ident = url.set(password=None).render_as_string()
     return hashlib.sha1(ident.encode()).hexdigest()[:12]
-
-
-class DatabaseFileError(ConfigError):
-    """A SQLite file djctl will not create or keep using: it was deleted or replaced
-    under running workers."""
 
 
 def sqlite_path(url: URL) -> Path | None:
