@@ -81,7 +81,7 @@ def workoff(ctx: click.Context, **opts: Any) -> None:
         ok, failed = worker.work_off(num=10_000)
         total_ok += ok
         total_failed += failed
-        if ok + failed == 0 or worker._stop:
+        if ok + failed == 0 or worker.stopping:
             break
     elapsed = max(time.monotonic() - started, 1e-9)
     count = total_ok + total_failed

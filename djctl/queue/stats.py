@@ -65,6 +65,11 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     return _default_first(out)
 
 
+def queue_label(queue: str | None) -> str:
+    """A queue's name as shown: jobs an older djctl stored with no queue are the default queue's."""
+    return config.current().default_queue if queue is None else queue
+
+
 def _default_first(rows: list[Depth]) -> list[Depth]:
     """The default queue first (and jobs an older djctl stored with no queue), then by name and priority."""
     first = (None, config.current().default_queue)
@@ -124,7 +129,7 @@ def render_depth(rows: list[Depth]) -> str:
     """The ``djctl stats`` table."""
     header = ("queue", "priority", "ready", "scheduled", "running", "failed")
     body = [
-        ((d.queue if d.queue is not None else config.current().default_queue), str(d.priority), str(d.ready),
+        (queue_label(d.queue), str(d.priority), str(d.ready),
          str(d.scheduled), str(d.running), str(d.failed))
         for d in rows
     ]
