@@ -61,9 +61,9 @@ def top_first_paint(cwd: Path, env: dict[str, str], repeat: int) -> list[float] 
     subprocess.run([sys.executable, "-c", "import djctl, bench.jobs; djctl.configure(database_url=%r); "
                     "djctl.enqueue_many([bench.jobs.Noop() for _ in range(3)])" % url],
                    cwd=cwd, env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, check=True)
-    socket = str(cwd / "tmux.sock")
     times = []
-    for _ in range(repeat):
+    for i in range(repeat):
+        socket = str(cwd / f"tmux{i}.sock")  # a server of its own each time: none still shutting down
         started = time.perf_counter()
         subprocess.run(["tmux", "-S", socket, "new-session", "-d", "-s", "top", "-x", "120", "-y", "40",
                         f"{sys.executable} -m djctl --database-url {url} top"], cwd=cwd, env=env, check=True)
