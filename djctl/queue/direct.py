@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from djctl.queue.schema import delayed_jobs
 
-FAST_DIALECTS = ("postgresql", "sqlite")
+DIALECTS = ("postgresql", "sqlite")
 """The databases whose single enqueue takes this path."""
 
 
@@ -65,7 +65,7 @@ def _statement(dialect: Dialect, columns: tuple[str, ...]) -> _Statement:
 def insert_one(engine: Engine, row: Mapping[str, Any]) -> int:
     """Insert ``row`` (column name -> value) into delayed_jobs and commit it; the new id.
 
-    Only for :data:`FAST_DIALECTS`. Raises ``sqlalchemy.exc.DBAPIError`` (its subclass
+    Only for :data:`DIALECTS`. Raises ``sqlalchemy.exc.DBAPIError`` (its subclass
     for the driver's error) if the database refuses or cannot be reached."""
     dialect = engine.dialect
     statement = _statement(dialect, tuple(row))
