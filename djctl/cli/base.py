@@ -17,7 +17,7 @@ from djctl.errors import one_line as _first_line
 
 # SQLAlchemy, the drivers and djctl's queue modules are imported inside the functions
 # that reach the database: `djctl ps`, `scale`, `down`, `restart`, `logs` and `--help`
-# never import them (issue 20; tests/integration/test_startup_imports.py).
+# never import them (issue 20; tests/acceptance/test_startup_imports.py).
 
 
 class Failure(click.ClickException):
@@ -69,7 +69,7 @@ def _must_exist(s: config.Settings) -> None:
     url = dburl.parse(s.database_url)
     if url.backend != "sqlite":
         return
-    assert url.database is not None  # normalize_url refuses a SQLite URL without a file
+    assert url.database is not None  # dburl.parse refuses a SQLite URL without a file
     path = os.path.abspath(url.database)
     if not os.path.exists(path):
         raise Failure(f"no database here: {path} does not exist; run djctl in your app's directory "
