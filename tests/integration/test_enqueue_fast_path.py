@@ -76,16 +76,20 @@ def test_a_connection_the_server_closed_is_replaced(engine, monkeypatch):
     """Idle past PING_IF_IDLE, a pooled connection is pinged and replaced; used a moment
     ago, it is trusted, and if it was dead the enqueue fails with a DBAPIError and the
     pool drops it, so the next enqueue works. Nothing is enqueued twice."""
-    djctl.enqueue(NOOP, queue="ping")
-    for idle, failing in ((0.0, False), (3600.0, True)):
-        monkeypatch.setattr(engines, "PING_IF_IDLE", idle)
-        with engine.connect() as conn:
-            pid = conn.connection.driver_connection.info.backend_pid
-        with engines.make_engine(engine.url, pool_size=1).connect() as other:
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        if failing:
-            with pytest.raises(sqlalchemy.exc.OperationalError):
-                djctl.enqueue(NOOP, queue="ping")
+    engine.dispose()  # one pooled connection from here on: the one each enqueue reuses
+    try:
         djctl.enqueue(NOOP, queue="ping")
+        for idle, failing in ((0.0, False), (3600.0, True)):
+            monkeypatch.setattr(engines, "PING_IF_IDLE", idle)
+            with engine.connect() as conn:
+                pid = conn.connection.driver_connection.info.backend_pid
+            with engines.make_engine(engine.url, pool_size=1).connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            if failing:
+                with pytest.raises(sqlalchemy.exc.OperationalError):
+                    djctl.enqueue(NOOP, queue="ping")
+            djctl.enqueue(NOOP, queue="ping")
+    finally:
+        engine.dispose()  # no connection of this test's making is left for the next one
     url = engine.url.render_as_string(hide_password=False)
     assert count(url, "queue = 'ping'") == 3
