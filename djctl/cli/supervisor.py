@@ -172,6 +172,7 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
     crashed = [p.name for p in processes if p.state is State.CRASHED]
     click.echo(render.started_but_crashed(pid, crashed) if crashed else render.started(pid, formation))
     _warn_if_empty(supervisor, formation)
+    _warn_if_no_app(s, types, formation)
     _fail_if_crashed(supervisor, crashed, since)
 
 
@@ -209,6 +210,17 @@ def _stayed_up(supervisor: SupervisorClient, names: list[str], up_check: float, 
             return bounced
         time.sleep(0.1)
     return []
+
+
+def _warn_if_no_app(s: config.Settings, types: dict[str, str], formation: dict[str, int]) -> None:
+    """Workers with no app configured may run no job: say so here, not only in the log.
+    (A Procfile command that passes --app itself is taken at its word.)"""
+    if s.app or s.allow:
+        return
+    running = [name for name, count in formation.items() if count > 0 and "--app" not in types.get(name, "")]
+    if any("djctl" in types.get(name, "") and " work" in types.get(name, "") for name in running):
+        click.echo("djctl: warning: no app configured, so workers may run no job's code and leave every job; "
+                   "set app in [tool.djctl] of pyproject.toml, DJ_APP or --app, then djctl restart", err=True)
 
 
 def _warn_if_empty(supervisor: SupervisorClient, formation: dict[str, int]) -> None:
@@ -310,6 +322,10 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
         formation = parse_scale(list(args), _saved(supervisor, types), list(types))
     except ScaleError as e:
         raise cli.UsageFailure(str(e)) from None
+    elsewhere = _not_running(s, other_databases=False)
+    if elsewhere != render.not_running():
+        # Saving here would scale nothing that runs: point at the supervisor that does.
+        raise cli.Failure(f"{elsewhere}; nothing saved here")
     _setup(ctx, create=True)
     FormationStore(supervisor.formation_path).update(formation)
     click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")
