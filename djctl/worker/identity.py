@@ -15,8 +15,6 @@ import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psutil
-
 _PREFIX = "host:"
 _PID = " pid:"
 
@@ -104,6 +102,8 @@ def pid_alive(pid: int | None, started: datetime | None = None) -> bool:
     A process we may not inspect counts as alive: its claims are not ours to take."""
     if pid is None or pid <= 0:
         return False
+    import psutil  # here, not at the top: `djctl scale`, `logs` and `--help` never need it
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
