@@ -37,6 +37,9 @@ DRIVERS = {
     "mariadb": "mysql+pymysql",
 }
 BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+# An application's async URL (FastAPI, SQLAlchemy's asyncio) names a database djctl reaches
+# with its own synchronous driver.
+ASYNC_DRIVERS = {"asyncpg", "psycopg_async", "aiomysql", "asyncmy", "aiosqlite"}
 
 
 class DatabaseFileError(ConfigError):
@@ -80,7 +83,9 @@ def parse(url: str) -> DatabaseUrl:
     parts = m.groupdict()
     if parts["port"] and not parts["port"].isdigit():
         raise ConfigError(f"database URL {url!r}: the port {parts['port']!r} is not a number")
-    name = DRIVERS.get(parts["name"], parts["name"])
+    backend, _, driver = parts["name"].partition("+")
+    # djctl's own connections are synchronous: an app's async URL names the same database.
+    name = DRIVERS.get(backend, backend) if driver in ASYNC_DRIVERS else DRIVERS.get(parts["name"], parts["name"])
     database = unquote(parts["database"]) if parts["database"] is not None else None
     parsed = DatabaseUrl(
         drivername=name,

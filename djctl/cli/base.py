@@ -108,6 +108,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except dburl.DatabaseFileError as e:
             raise Failure(str(e)) from None
+        except config.ConfigError as e:  # a setting found wrong only once used (a driver not installed)
+            raise UsageFailure(str(e)) from None
         except click.UsageError as e:
             raise _one_line(e) from None
         except Exception as e:

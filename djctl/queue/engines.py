@@ -152,7 +152,12 @@ def make_engine(url: str | URL, pool_size: int = 5) -> Engine:
         kwargs["connect_args"] = {"connect_timeout": 10}
     else:
         kwargs["connect_args"] = {"connect_timeout": 10}
-    engine = create_engine(parsed, **kwargs)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except ModuleNotFoundError as e:
+        driver = parsed.drivername.partition("+")[2]
+        raise ConfigError(f"database URL {describe(parsed)}: its driver {driver or e.name!r} is not installed; "
+                          f"drop '+{driver}' to use djctl's own (psycopg 3, PyMySQL), or install it") from None
     event.listen(engine, "connect", lambda dbapi_conn, _record: clock.sync_dbapi(dbapi_conn, backend))
     _ping_when_idle(engine)
     return engine

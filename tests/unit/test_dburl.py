@@ -64,3 +64,15 @@ def test_identity_tells_databases_apart(tmp_path: Path):
     assert with_password == dburl.parse("postgres://app@db/app").identity(tmp_path)
     assert "secret" not in with_password
     assert with_password != dburl.parse("postgresql://app@db/other").identity(tmp_path)
+
+
+@pytest.mark.parametrize("url, driver", [
+    ("postgresql+asyncpg://app@db/app", "postgresql+psycopg"),
+    ("postgresql+psycopg_async://app@db/app", "postgresql+psycopg"),
+    ("mysql+aiomysql://app@db/app", "mysql+pymysql"),
+    ("mysql+asyncmy://app@db/app", "mysql+pymysql"),
+    ("sqlite+aiosqlite:///jobs.sqlite3", "sqlite"),
+    ("postgresql+psycopg2://app@db/app", "postgresql+psycopg2"),
+])
+def test_an_apps_async_url_names_the_database_djctl_reaches_with_its_own_driver(url, driver):
+    assert dburl.parse(url).drivername == driver
