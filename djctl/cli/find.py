@@ -6,11 +6,11 @@ import json
 
 import click
 
-from djctl import api
 from djctl.cli.base import UsageFailure, connect, settings
-from djctl.queue import lookup
 
-_STATES = [s.value for s in lookup.State]
+# The queue modules (and so SQLAlchemy) are imported by the commands, not with the CLI.
+_STATES = ["running", "ready", "scheduled", "failed"]
+MAX_LIMIT = 10_000
 
 
 def _text(name: str):
@@ -28,7 +28,7 @@ def _text(name: str):
               help="Only jobs whose class or function name contains NAME (not their arguments).")
 @click.option("--search", callback=_text("search text"),
               help="Only jobs whose arguments or last error contain TEXT, or whose id it is.")
-@click.option("--limit", type=click.IntRange(1, lookup.MAX_LIMIT), default=50, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True,
               help="At most this many jobs.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of job objects.")
 @click.pass_context
@@ -36,6 +36,9 @@ def jobs(ctx: click.Context, queue: str | None, state: str | None, job_class: st
          limit: int, as_json: bool) -> None:
     """List jobs: running, ready, scheduled and failed, with their queue, priority,
     attempts, run_at, worker and the first line of their last error."""
+    from djctl import api
+    from djctl.queue import lookup
+
     eng = connect(settings(ctx), create=False)
     states = (lookup.State(state),) if state else tuple(lookup.State)
     query = lookup.Search(queue, states, job_class or "", search or "", limit)
@@ -56,6 +59,9 @@ def jobs(ctx: click.Context, queue: str | None, state: str | None, job_class: st
 def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     """One job whole: its class and arguments (read as JSON, never run), every column,
     the full traceback of its last failure."""
+    from djctl import api
+    from djctl.queue import lookup
+
     eng = connect(settings(ctx), create=False)
     with eng.connect().execution_options(sqlite_read=True) as conn:
         detail = lookup.show_job(conn, job_id, api.utc_naive(api.now()))
