@@ -94,13 +94,6 @@ class Limits:
 
 
 NONE = Limits()
-COLUMNS = tuple(NONE.columns())
-NO_COLUMNS = dict.fromkeys(COLUMNS)
-
-
-def limited(row: dict) -> bool:
-    """Whether a row to insert has a gate or a unique key."""
-    return row.get("gate") is not None or row.get("unique_key") is not None
 
 
 def _key(name: str, value: Any) -> None:

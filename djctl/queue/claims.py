@@ -311,7 +311,9 @@ _FREE_KEY = (
 _release_dead = _stmt(
     "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
     "failed_at = CASE WHEN attempts >= :max_attempts AND reoccur_in IS NULL AND cron IS NULL THEN :now "
-    "ELSE NULL END, " + _FREE_KEY + "updated_at = :now "
+    # run_at = run_at: on PostgreSQL the NOTIFY trigger (UPDATE OF run_at) wakes idle
+    # workers, for the released job and for the slot of its concurrency key.
+    "ELSE NULL END, " + _FREE_KEY + "run_at = run_at, updated_at = :now "
     "WHERE locked_by IN :names AND failed_at IS NULL",
     "names",
 )

@@ -12,9 +12,19 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from djctl.limits import NO_COLUMNS, limited
 from djctl.queue import gates
 from djctl.queue.schema import Timestamp, delayed_jobs
+
+LIMIT_COLUMNS = ("gate", "concurrency_limit", "throttle_key", "throttle_limit", "throttle_period_ms",
+                 "unique_key", "unique_while")
+"""The columns of a job's limits (djctl.limits.Limits.columns): NULL in a row without."""
+NO_COLUMNS = dict.fromkeys(LIMIT_COLUMNS)
+
+
+def limited(row: dict) -> bool:
+    """Whether a row to insert has a gate or a unique key."""
+    return row.get("gate") is not None or row.get("unique_key") is not None
+
 
 _PG_BULK = text(
     "INSERT INTO delayed_jobs (handler, priority, queue, run_at, attempts, created_at, updated_at) "
