@@ -137,28 +137,34 @@ def test_a_unique_enqueue_inside_the_callers_transaction(engine):
     assert row(engine, a) is not None
 
 
+def _enqueue_at_once(threads: int, label: str) -> list[int]:
+    """``threads`` threads enqueue one job each with the unique key ``once``, released together."""
+    barrier = threading.Barrier(threads)
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def enqueue(i: int) -> None:
+        barrier.wait()
+        try:
+            got.append(djctl.enqueue(span(f"{label}/{i}"), unique_key="once"))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    started = [threading.Thread(target=enqueue, args=(i,)) for i in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    assert not errors, errors[0]
+    return got
+
+
 def test_sixteen_enqueuers_of_one_key_add_one_job_each_time(engine):
     """Acceptance 2: 16 threads enqueue the same unique_key at once, 20 times over."""
     url = engine.url.render_as_string(hide_password=False)
     for round_ in range(20):
-        barrier = threading.Barrier(16)
-        got: list[int] = []
-        errors: list[BaseException] = []
-
-        def enqueue(i: int) -> None:
-            barrier.wait()
-            try:
-                got.append(djctl.enqueue(span(f"{round_}/{i}"), unique_key="once"))
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=enqueue, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[0]
-        assert len(set(got)) == 1 and len(got) == 16
+        got = _enqueue_at_once(16, str(round_))
+        assert len(got) == 16 and len(set(got)) == 1
         assert count(url, "unique_key = 'once'") == 1
         # It runs (claimed and completed): the key may be enqueued again.
         assert claim_all(engine, round_) == got[:1]
