@@ -4,7 +4,6 @@ unique keys. Every queued job is kept as it was: the new columns are NULL (no li
 from __future__ import annotations
 
 from sqlalchemy import Connection, Index, inspect, text
-from sqlalchemy.schema import DropIndex
 
 from djctl.queue.schema import delayed_jobs, djctl_gates, djctl_throttle_starts
 
@@ -39,7 +38,8 @@ def add_limits(conn: Connection) -> None:
         ddl = column.type.compile(dialect=dialect)
         conn.execute(text(f"ALTER TABLE delayed_jobs ADD COLUMN {name} {ddl}"))
     for name in _REBUILT.get(dialect.name, ()):
-        conn.execute(DropIndex(Index(name, delayed_jobs.c.priority)))
+        on = " ON delayed_jobs" if dialect.name in ("mysql", "mariadb") else ""
+        conn.execute(text(f"DROP INDEX {name}{on}"))
         _index(name).create(conn)
     for name in _NEW_INDEXES:
         _index(name).create(conn)
