@@ -28,12 +28,7 @@ from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
 from djctl.daemon.formation import (
     FormationStore,
-    ProcfileError,
-    ScaleError,
-    StateFileError,
     format_formation,
-    load_process_types,
-    parse_scale,
 )
 from djctl.daemon.logs import SUPERVISOR
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
@@ -42,6 +37,7 @@ from djctl.daemon.paths import Paths
 from djctl.daemon.printer import Printer
 from djctl.daemon.process import ChildProcess, LineReader, spawner
 from djctl.daemon.registry import Heartbeat, Registry
+from djctl.daemon.requests import Requests
 from djctl.daemon.systemd.notify import Notifier, start_watchdog
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -87,6 +83,9 @@ class Supervisor:
         self._type_names = list(plan.types)
         self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, self._type_names,
                                    umask=plan.umask)
+        self.requests = Requests(self.manager, store, printer, host=plan.host, cwd=plan.cwd,
+                                 grace_period=plan.policy.grace_period, type_names=self._type_names,
+                                 stop=self._stop)
         self._children: dict[int, ChildProcess] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._selector = selectors.DefaultSelector()
@@ -336,7 +335,7 @@ class Supervisor:
     # -- requests from other threads ----------------------------------------------------------
 
     def _on_request(self, request: dict) -> dict:
-        handlers = {"ps": self._ps, "scale": self._scale, "restart": self._restart, "stop": self._stop_request}
+        handlers = self.requests.handlers
         handler = handlers.get(request["cmd"])
         if handler is None:
             raise ControlError(f"unknown command {request['cmd']!r}; use one of {', '.join(handlers)}", usage=True)
@@ -344,80 +343,6 @@ class Supervisor:
 
     def _on_refused(self, pid: int, uid: int) -> None:
         self.printer.event(SUPERVISOR, f"Refused a control connection from uid {uid} (pid {pid})")
-
-    def _ps(self, _request: dict) -> dict:
-        return {
-            "processes": [p.as_dict() for p in self.manager.processes()],
-            "formation": dict(self.manager.formation),
-            "types": dict(self.manager.types),
-            "restarting": self.manager.restarting,
-            "supervisor": {"pid": os.getpid(), "host": self.plan.host, "stopping": self.manager.stopping},
-        }
-
-    def _scale(self, request: dict) -> dict:
-        if self.manager.stopping:
-            raise ControlError("the supervisor is stopping; scale after djctl up")
-        args = request.get("args")
-        if args is None and isinstance(request.get("formation"), dict):
-            args = [f"{k}={v}" for k, v in request["formation"].items()]
-        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-            raise ControlError('scale takes "args": ["worker=2", ...] or "formation": {...}', usage=True)
-        try:
-            formation = parse_scale(args, self.manager.formation, list(self.manager.types))
-        except ScaleError as e:
-            raise ControlError(str(e), usage=True) from None
-        try:
-            self.store.update(formation)
-        except OSError as e:
-            raise ControlError(f"cannot save the formation in {self.store.path}: {e.strerror}") from None
-        self.printer.event(SUPERVISOR, f"Scaling to {format_formation(formation)}")
-        changed = self.manager.scale(formation)
-        return {"formation": formation, "changed": changed}
-
-    def _restart(self, request: dict) -> dict:
-        target = request.get("target")
-        if target is not None and not isinstance(target, str):
-            raise ControlError('restart takes "target": a type, a process name or null', usage=True)
-        if self.manager.stopping:
-            raise ControlError("the supervisor is stopping")
-        old = dict(self.manager.types)
-        changes = self._reread_procfile()
-        added = {name: count for name, count in self._saved().items() if name in self.manager.types
-                 and name not in old and count > 0}
-        try:
-            names = self.manager.restart(target)
-        except ValueError as e:
-            if target not in added:
-                raise ControlError(str(e), usage=True) from None
-            names = []
-        if added:
-            # Started after the restart is queued, so that they do not start twice.
-            self.manager.scale({**self.manager.formation, **added})
-        return {"restarting": names, "procfile": changes}
-
-    def _reread_procfile(self) -> list[str]:
-        """Take up the Procfile as it is now, so that restarted processes run its commands;
-        returns what changed, in words (nothing: [])."""
-        try:
-            types = load_process_types(self.plan.cwd)
-        except ProcfileError as e:
-            raise ControlError(f"{e}; nothing restarted") from None
-        changes = render.procfile_changes(self.manager.types, types)
-        if changes:
-            self.manager.retype(types)
-            self._type_names.extend(name for name in types if name not in self._type_names)
-            self.printer.event(SUPERVISOR, "Procfile re-read: " + "; ".join(changes))
-        return changes
-
-    def _saved(self) -> dict[str, int]:
-        try:
-            return self.store.load() or {}
-        except StateFileError:
-            return {}
-
-    def _stop_request(self, _request: dict) -> dict:
-        self._stop("djctl down")
-        return {"stopping": True, "pid": os.getpid(), "grace_period": self.plan.policy.grace_period}
 
     def _on_code_change(self, paths: list[str]) -> None:
         shown = os.path.relpath(paths[0], self.plan.cwd) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")

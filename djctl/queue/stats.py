@@ -94,6 +94,11 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     return _default_first(_with_waiting(conn, out, now))
 
 
+def queue_label(queue: str | None) -> str:
+    """A queue's name as shown: jobs an older djctl stored with no queue are the default queue's."""
+    return config.current().default_queue if queue is None else queue
+
+
 def _default_first(rows: list[Depth]) -> list[Depth]:
     """The default queue first (and jobs an older djctl stored with no queue), then by name and priority."""
     first = (None, config.current().default_queue)
@@ -155,7 +160,7 @@ def render_depth(rows: list[Depth]) -> str:
     gated = any(d.waiting for d in rows)
     header = ("queue", "priority", "ready", *(("waiting",) if gated else ()), "scheduled", "running", "failed")
     body = [
-        ((d.queue if d.queue is not None else config.current().default_queue), str(d.priority), str(d.ready),
+        (queue_label(d.queue), str(d.priority), str(d.ready),
          *((str(d.waiting),) if gated else ()), str(d.scheduled), str(d.running), str(d.failed))
         for d in rows
     ]
