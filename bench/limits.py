@@ -1,0 +1,210 @@
+"""What concurrency limits cost jobs that have none: djctl before and after them, A/B in one run.
+
+    python -m bench.limits [--databases sqlite,postgresql,mysql] [--jobs 4000] [--workers 2]
+                           [--rounds 200] [--blocked 10000] [--repeat 3] [--before REF]
+
+Method. "before" is djctl as of git ``--before`` (default: ``main``), exported with
+``git archive`` to a temporary directory; "after" is this checkout. Each measurement runs in
+a fresh interpreter whose ``djctl`` is the side's (its directory first on PYTHONPATH), on a
+database of the side's own (a fresh SQLite file, or a new database on the local server),
+so neither side reads a schema the other made. Sides alternate within each repeat
+(before, after, before, after, ...) so that the machine's load falls on both alike; the
+best of ``--repeat`` is kept.
+
+- keyless throughput: ``--jobs`` no-op jobs (no key) queued with enqueue_many, then
+  ``--workers`` workers forked from the measuring process run Worker.work_off until
+  nothing is ready; jobs/s = jobs / (first fork -> last exit).
+- claim cost: median ms of a worker round — one transaction deleting the 10 jobs claimed
+  in the previous round and claiming the next 10 — over ``--rounds`` rounds. After: the
+  round also looks at the gates every time (the worker does so at most every 0.25 s, or
+  when the plain claim came back short), the worst case for keyless jobs.
+- blocked (after only): ``--blocked`` jobs with the concurrency key ``busy`` (limit 1)
+  queued before, their one slot held by a claim that never ends; then the keyless
+  throughput again. Compared with the keyless throughput on the empty table of the same
+  side and repeat.
+
+Prints a table; everything also goes to bench/results/limits-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    __package__ = "bench"
+
+from . import common
+
+KINDS = ("sqlite", "postgresql", "mysql")
+
+
+def measure(url: str, tmp: Path, jobs: int, workers: int, rounds: int, blocked: int, after: bool) -> dict:
+    """One side's figures on ``url`` (run inside the side's own interpreter)."""
+    from .djctl_side import Djctl
+
+    d = Djctl(url, tmp, "side")
+    out = {"throughput": jobs / d.process(workers, jobs), "claim_ms": _claim_ms(d, rounds, after)}
+    if after:
+        _block(d, blocked)
+        out["blocked_throughput"] = jobs / _process_keeping(d, workers, jobs)
+    return out
+
+
+def _claim_ms(d, rounds: int, after: bool) -> float:
+    from djctl.queue import claims as claim
+    from djctl.worker import identity
+
+    from . import fill
+    from .djctl_side import _utcnow
+
+    d.reset()
+    fill.insert_rows(d.engine, (rounds + 10) * 10, "ready")
+    name = identity.format("bench", os.getpid())
+    plain = claim.Claims(d.dialect, name)
+    gates = None
+    if after:
+        from djctl.queue.gates import Gates
+
+        gates = Gates(d.dialect, name)
+    held: list[int] = []
+    times = []
+    with d.engine.connect() as conn:
+        if d.dialect == "postgresql":  # as the worker's connection: each statement commits itself
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for r in range(rounds + 10):
+            started = time.perf_counter()
+            with conn.begin():
+                got = plain.claim(conn, 10, _utcnow(), complete=held)
+                if gates is not None:
+                    got += gates.claim(conn, 1, _utcnow())
+                held = [j.id for j in got]
+            if r >= 10:
+                times.append(time.perf_counter() - started)
+        with conn.begin():
+            plain.complete(conn, held)
+    return common.percentile(times, 50) * 1000
+
+
+def _block(d, n: int) -> None:
+    """``n`` jobs of the key ``busy`` (limit 1) queued, its one slot held for good."""
+    import djctl
+    from djctl.queue.gates import Gates
+
+    from .djctl_side import _utcnow
+    from .jobs import Noop
+
+    d.reset()
+    d._use()
+    for start in range(0, n, 1000):
+        djctl.enqueue_many((Noop() for _ in range(min(1000, n - start))), concurrency_key="busy")
+    with d.engine.begin() as conn:
+        if len(Gates(d.dialect, "host:elsewhere pid:1").claim(conn, 5, _utcnow())) != 1:
+            raise RuntimeError("the busy key's slot was not taken")
+
+
+def _process_keeping(d, workers: int, n: int) -> float:
+    """Djctl.process, leaving the blocked jobs in the table."""
+    from . import common as c
+    from .djctl_side import _work_off
+
+    d.fill(n)
+    d.engine.dispose()
+    elapsed = c.run_workers(workers, _work_off, d.log)
+    with d.engine.connect().execution_options(sqlite_read=True) as conn:
+        left = conn.exec_driver_sql("SELECT COUNT(*) FROM delayed_jobs WHERE gate IS NULL").scalar_one()
+    if left:
+        raise RuntimeError(f"{left} keyless jobs left after workoff; see {d.log}")
+    return elapsed
+
+
+def _export(ref: str, tmp: Path) -> Path:
+    """djctl's package as of git ``ref``, in a directory of its own."""
+    root = tmp / "before"
+    root.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "djctl"], cwd=common.REPO, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    return root
+
+
+def _side(kind: str, side: str, root: Path, dbs: common.Databases, tmp: Path, args: argparse.Namespace,
+          n: int) -> dict:
+    url = getattr(dbs, kind)(f"limits_{side}_{n}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(common.REPO)])
+    env.pop("DATABASE_URL", None)
+    spec = json.dumps({"url": url, "tmp": str(tmp / f"{kind}-{side}-{n}"), "jobs": args.jobs,
+                       "workers": args.workers, "rounds": args.rounds, "blocked": args.blocked,
+                       "after": side == "after"})
+    proc = subprocess.run([sys.executable, "-m", "bench.limits", "--measure", spec], env=env, cwd=common.REPO,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} {side}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--databases", default=",".join(KINDS))
+    p.add_argument("--jobs", type=int, default=4000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--blocked", type=int, default=10_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--before", default="main")
+    p.add_argument("--measure", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.measure:
+        spec = json.loads(args.measure)
+        Path(spec["tmp"]).mkdir(parents=True, exist_ok=True)
+        result = measure(spec["url"], Path(spec["tmp"]), spec["jobs"], spec["workers"], spec["rounds"],
+                         spec["blocked"], spec["after"])
+        print(json.dumps(result))
+        return
+    print(common.wait_quiet(0))
+    results: dict = {"machine": common.machine(), "args": vars(args), "runs": {}}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="djctl-bench-limits-") as t:
+        tmp = Path(t)
+        roots = {"before": _export(args.before, tmp), "after": common.REPO}
+        dbs = common.Databases(tmp)
+        try:
+            for kind in args.databases.split(","):
+                if not common.server_up(kind):
+                    print(f"({kind}: no server, skipped)")
+                    continue
+                runs: dict[str, list[dict]] = {"before": [], "after": []}
+                for n in range(args.repeat):
+                    for side in ("before", "after"):
+                        runs[side].append(_side(kind, side, roots[side], dbs, tmp, args, n))
+                    dbs.drop_all()
+                results["runs"][kind] = runs
+                rows.append(_row(kind, runs))
+        finally:
+            dbs.drop_all()
+    print(common.table(["database", "keyless j/s before", "after", "Δ", "claim ms before", "after", "Δ",
+                        "10k blocked j/s", "vs empty"], rows))
+    print(common.wait_quiet(0))
+    print(f"results: {common.save('limits', results)}")
+
+
+def _row(kind: str, runs: dict[str, list[dict]]) -> list[str]:
+    before = max(r["throughput"] for r in runs["before"])
+    after = max(r["throughput"] for r in runs["after"])
+    claim_before = min(r["claim_ms"] for r in runs["before"])
+    claim_after = min(r["claim_ms"] for r in runs["after"])
+    blocked = max(r["blocked_throughput"] for r in runs["after"])
+    return [kind, f"{before:,.0f}", f"{after:,.0f}", f"{after / before - 1:+.1%}",
+            f"{claim_before:.3f}", f"{claim_after:.3f}", f"{claim_after / claim_before - 1:+.1%}",
+            f"{blocked:,.0f}", f"{blocked / after - 1:+.1%}"]
+
+
+if __name__ == "__main__":
+    main()
