@@ -79,12 +79,13 @@ class Gates:
         self.locked_by = locked_by
         self.filter = flt
         self._checked = float("-inf")
+        self._after = ""  # where the next look at the gates starts: every gate gets its turn
         ready = "failed_at IS NULL AND locked_at IS NULL AND run_at <= :now " + flt.sql()
         expanding = ("queues",) if flt.queues is not None else ()
         # A loose index scan: the next gate after the last, one probe each.
         self._candidates = _stmt(
             "WITH RECURSIVE g(gate, n) AS ("
-            f"SELECT (SELECT MIN(gate) FROM delayed_jobs WHERE gate IS NOT NULL AND {ready}), 1 "
+            f"SELECT (SELECT MIN(gate) FROM delayed_jobs WHERE gate > :after AND {ready}), 1 "
             "UNION ALL "
             f"SELECT (SELECT MIN(d.gate) FROM delayed_jobs d WHERE d.gate > g.gate AND {ready}), g.n + 1 "
             "FROM g WHERE g.gate IS NOT NULL AND g.n < :most) "
@@ -94,7 +95,7 @@ class Gates:
         skip = " ORDER BY name FOR UPDATE SKIP LOCKED" if dialect != "sqlite" else ""
         self._lock = _stmt(f"SELECT name FROM djctl_gates WHERE name IN :names{skip}", "names")
         self._held = _stmt(
-            "SELECT gate, COUNT(*) FROM delayed_jobs WHERE gate IN :gates "
+            "SELECT gate, COUNT(*), MIN(concurrency_limit) FROM delayed_jobs WHERE gate IN :gates "
             "AND locked_at IS NOT NULL AND failed_at IS NULL GROUP BY gate",
             "gates",
         )
@@ -122,19 +123,21 @@ class Gates:
         through at this moment are skipped, not waited for."""
         self._checked = time.monotonic()
         params = {"now": now, **self.filter.params()}
-        gates = list(conn.scalars(self._candidates, {**params, "most": MOST_GATES}))
+        gates = self._candidates_from(conn, params)
         if not gates or limit <= 0:
             return []
         random.shuffle(gates)  # no gate always first: each gets its turn
         with _transaction(conn):
             locked = set(conn.scalars(self._lock, {"names": gates}))
-            held = {g: int(n) for g, n in conn.execute(self._held, {"gates": sorted(locked)})}
+            held = {g: (int(n), lim) for g, n, lim in conn.execute(self._held, {"gates": sorted(locked)})}
+            # A gate whose jobs hold its limit already has nothing to give: not even looked into.
+            locked -= {g for g, (n, lim) in held.items() if lim is not None and n >= lim}
             taken: list[int] = []
             throttles = _Throttles(self, conn, locked, now)
             for gate in (g for g in gates if g in locked):
                 if len(taken) >= limit:
                     break
-                taken += self._admit(conn, gate, held.get(gate, 0), limit - len(taken), params, throttles)
+                taken += self._admit(conn, gate, held.get(gate, (0, None))[0], limit - len(taken), params, throttles)
             if not taken:
                 return []
             jobs = _rows(conn.execute(self._read, {"ids": taken}))
@@ -142,6 +145,20 @@ class Gates:
             throttles.record()
         return [ClaimedJob(j.id, j.handler, j.attempts + 1, j.priority, j.run_at, j.queue, j.reoccur_in, j.cron)
                 for j in jobs]
+
+    def _candidates_from(self, conn: Connection, params: dict) -> list[str]:
+        """Up to MOST_GATES gates with a ready job, from where the last look stopped,
+        around to the start again: past that many, each look takes the next ones."""
+        gates = list(conn.scalars(self._candidates, {**params, "most": MOST_GATES, "after": self._after}))
+        if len(gates) >= MOST_GATES:
+            self._after = gates[-1]
+            return gates
+        if self._after:
+            seen = set(gates)
+            more = conn.scalars(self._candidates, {**params, "most": MOST_GATES - len(gates), "after": ""})
+            gates += [g for g in more if g not in seen]
+        self._after = ""
+        return gates
 
     def _admit(self, conn: Connection, gate: str, held: int, want: int, params: dict,
                throttles: _Throttles) -> list[int]:

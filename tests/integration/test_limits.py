@@ -242,3 +242,15 @@ def test_a_worker_runs_limited_jobs_to_the_end(engine, tmp_path):
     assert api.engine() is not None
     assert sorted(line.split()[1] for line in path.read_text().splitlines() if line.startswith("start")) == \
         sorted([f"k{i}" for i in range(4)] + [f"t{i}" for i in range(3)] + ["u"])
+
+
+def test_past_a_hundred_gates_each_look_takes_the_next_ones(engine):
+    for k in range(130):
+        djctl.enqueue_many([span(f"{k}a"), span(f"{k}b")], concurrency_key=f"key{k:03}")
+    _, gates = claimer(engine, 1)
+    with engine.begin() as conn:
+        first = gates.claim(conn, 1000, utcnow())
+    with engine.begin() as conn:
+        second = gates.claim(conn, 1000, utcnow())
+    assert len(first) == 100  # one look: the first hundred gates
+    assert len(second) == 30  # the next look: the other thirty (the first hundred are full)
