@@ -329,13 +329,14 @@ def count_failed(conn: Connection, groups: Sequence[Group], flt: FailedFilter = 
 
 
 def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> dict[Group, datetime]:
-    """The run_at of the oldest ready job of each group that has one."""
+    """The run_at of the oldest ready job of each group that has one (waiting on no key)."""
     t = delayed_jobs.c
     found: dict[Group, datetime] = {}
     if len(groups) > _MANY_GROUPS:  # one grouped statement, as for queue_depth
         wanted = set(groups)
         stmt = (select(t.queue, t.priority, func.min(t.run_at))
-                .where(t.failed_at.is_(None), t.locked_at.is_(None), t.run_at <= now).group_by(t.queue, t.priority))
+                .where(t.failed_at.is_(None), t.locked_at.is_(None), t.gate.is_(None), t.run_at <= now)
+                .group_by(t.queue, t.priority))
         for queue, priority, oldest in conn.execute(stmt):
             if (queue, int(priority)) in wanted:
                 found[(queue, int(priority))] = oldest
@@ -346,7 +347,8 @@ def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> di
     # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.
     parts = [
         select(literal(i).label("g"), t.run_at.label("oldest"))
-        .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None))
+        # gate IS NULL: jobs that wait on a key are not ready, and the claim index holds no other.
+        .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None), t.gate.is_(None))
         .order_by(t.queue, t.priority, t.run_at).limit(1).subquery()
         for i, g in enumerate(groups)
     ]
