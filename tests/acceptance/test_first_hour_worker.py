@@ -153,6 +153,35 @@ def test_a_name_the_worker_does_not_have_yet_is_retried_until_a_restart_brings_i
     assert out.read_text() == "new\n" and row(engine, job) is None
 
 
+@pytest.mark.parametrize("broken", ["def oops(:\n", "raise RuntimeError('no config yet')\n"])
+def test_a_module_that_does_not_import_is_retried_not_failed_for_good(
+        broken, db_url, djctl_env, tmp_path, procs, engine):
+    """A syntax error or an exception at import (a bad deploy) costs an attempt, with a
+    message saying to fix and restart, never the job: the fixed code runs it."""
+    app = tmp_path / "app"
+    (app / "photos").mkdir(parents=True)
+    (app / "photos" / "__init__.py").write_text("")
+    (app / "photos" / "jobs.py").write_text("def resize(path):\n    open(path, 'a').write('resized\\n')\n" + broken)
+    env = {**djctl_env, "DJ_APP": "photos", "PYTHONPATH": f"{app}:{djctl_env['PYTHONPATH']}"}
+    out = tmp_path / "out"
+    job = forge(engine, {"call": "photos.jobs:resize", "args": [str(out)], "kwargs": {}})
+
+    first = start(procs, tmp_path, env, "workoff")
+    assert first.wait() == 0, first.lines
+    r = row(engine, job)
+    assert r["failed_at"] is None and r["attempts"] == 1 and r["run_at"] > utcnow(), r
+    assert "module 'photos.jobs', which cannot be imported" in r["last_error"]
+    assert "restart the workers (djctl restart)" in r["last_error"]
+    assert any(f"Job photos.jobs:resize (id={job}) FAILED (0 prior attempts)" in line for line in first.lines)
+
+    (app / "photos" / "jobs.py").write_text("def resize(path):\n    open(path, 'a').write('resized\\n')\n")
+    with engine.begin() as conn:
+        conn.execute(delayed_jobs.update().where(delayed_jobs.c.id == job).values(run_at=utcnow()))
+    fixed = start(procs, tmp_path, env, "workoff")
+    assert fixed.wait() == 0, fixed.lines
+    assert out.read_text() == "resized\n" and row(engine, job) is None
+
+
 def test_a_missing_name_fails_for_good_once_its_attempts_are_spent(db_url, djctl_env, tmp_path, procs, engine):
     job = forge(engine, {"job": "tests.jobs:NoSuchJob", "state": {}})
     with engine.begin() as conn:
