@@ -14,14 +14,18 @@ best of ``--repeat`` is kept.
 - keyless throughput: ``--jobs`` no-op jobs (no key) queued with enqueue_many, then
   ``--workers`` workers forked from the measuring process run Worker.work_off until
   nothing is ready; jobs/s = jobs / (first fork -> last exit).
+- client CPU per job: user + system CPU of the workers and their executors (reaped
+  children) per job, in ms: what djctl itself spent, much less disturbed by the rest of
+  the machine than wall-clock time (it leaves out the database server's own work).
 - claim cost: median ms of a worker round — one transaction deleting the 10 jobs claimed
-  in the previous round and claiming the next 10 — over ``--rounds`` rounds. After, also
+  in the previous round and claiming the next 10 — over ``--rounds`` rounds, the sides
+  interleaved round by round in one process: before's ``claims.py`` (loaded from its
+  export, on a database before's djctl created) and this checkout's, plus this checkout's
   with a look at the gates in every round ("+gates": the worker looks at most every
   0.25 s, or when the plain claim came back short), the worst case for keyless jobs.
 - blocked (after only): ``--blocked`` jobs with the concurrency key ``busy`` (limit 1)
   queued before, their one slot held by a claim that never ends; then the keyless
-  throughput again. Compared with the keyless throughput on the empty table of the same
-  side and repeat.
+  throughput (and CPU per job) again, compared with the same side's on the empty table.
 
 Prints a table; everything also goes to bench/results/limits-<time>.json.
 """
@@ -51,47 +55,87 @@ def measure(url: str, tmp: Path, jobs: int, workers: int, rounds: int, blocked: 
     from .djctl_side import Djctl
 
     d = Djctl(url, tmp, "side")
-    out = {"throughput": jobs / d.process(workers, jobs), "claim_ms": _claim_ms(d, rounds, False)}
+    cpu = _children_cpu()
+    out = {"throughput": jobs / d.process(workers, jobs)}
+    out["cpu_ms_per_job"] = (_children_cpu() - cpu) * 1000 / jobs
     if after:
-        out["claim_gated_ms"] = _claim_ms(d, rounds, True)
         _block(d, blocked)
+        cpu = _children_cpu()
         out["blocked_throughput"] = jobs / _process_keeping(d, workers, jobs)
+        out["blocked_cpu_ms_per_job"] = (_children_cpu() - cpu) * 1000 / jobs
     return out
 
 
-def _claim_ms(d, rounds: int, after: bool) -> float:
-    from djctl.queue import claims as claim
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the workers and their executors reaped so far: what
+    djctl itself spent, whatever else the machine was doing."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def claim_ab(kind: str, before_root: Path, dbs: common.Databases, rounds: int, n: int) -> dict:
+    """Median ms of a claim round, the two sides interleaved round by round in this process:
+    before's claims.py (loaded from its export) on a database its djctl made, this
+    checkout's on one of its own, and this checkout's with a look at the gates each round."""
+    import importlib.util
+    import random
+
+    from djctl.queue import engines as store
+    from djctl.queue.claims import Claims
+    from djctl.queue.gates import Gates
     from djctl.worker import identity
 
     from . import fill
+
+    urls = {side: getattr(dbs, kind)(f"limits_claim_{side}_{n}") for side in ("before", "after")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(before_root), str(common.REPO)])}
+    make = "import sys, djctl; djctl.configure(database_url=sys.argv[1]); djctl.engine()"
+    subprocess.run([sys.executable, "-c", make, urls["before"]], env=env, check=True, cwd=common.REPO)
+    from djctl import api
+
+    api.engine(urls["after"])  # this checkout's schema
+    spec = importlib.util.spec_from_file_location("claims_before", before_root / "djctl/queue/claims.py")
+    old = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["claims_before"] = old  # its dataclasses look their module up
+    spec.loader.exec_module(old)  # type: ignore[union-attr]
+    engines = {side: store.make_engine(url) for side, url in urls.items()}
+    fill.insert_rows(engines["before"], (rounds + 10) * 10, "ready")
+    fill.insert_rows(engines["after"], (rounds + 10) * 20, "ready")
+    name = identity.format("bench", os.getpid())
+    dialect = engines["after"].dialect.name
+    series = {"before": (old.Claims(dialect, name), None, "before"),
+              "after": (Claims(dialect, name), None, "after"),
+              "after+gates": (Claims(dialect, name + "g"), Gates(dialect, name + "g"), "after")}
+    conns = {}
+    for side, engine in engines.items():
+        conn = engine.connect()
+        conns[side] = conn.execution_options(isolation_level="AUTOCOMMIT") if dialect == "postgresql" else conn
+    held: dict[str, list[int]] = {k: [] for k in series}
+    times: dict[str, list[float]] = {k: [] for k in series}
     from .djctl_side import _utcnow
 
-    d.reset()
-    fill.insert_rows(d.engine, (rounds + 10) * 10, "ready")
-    name = identity.format("bench", os.getpid())
-    plain = claim.Claims(d.dialect, name)
-    gates = None
-    if after:
-        from djctl.queue.gates import Gates
-
-        gates = Gates(d.dialect, name)
-    held: list[int] = []
-    times = []
-    with d.engine.connect() as conn:
-        if d.dialect == "postgresql":  # as the worker's connection: each statement commits itself
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        for r in range(rounds + 10):
+    for r in range(rounds + 10):
+        order = list(series)
+        random.shuffle(order)
+        for key in order:
+            plain, gates, db = series[key]
+            conn = conns[db]
             started = time.perf_counter()
             with conn.begin():
-                got = plain.claim(conn, 10, _utcnow(), complete=held)
+                got = plain.claim(conn, 10, _utcnow(), complete=held[key])
                 if gates is not None:
                     got += gates.claim(conn, 1, _utcnow())
-                held = [j.id for j in got]
             if r >= 10:
-                times.append(time.perf_counter() - started)
-        with conn.begin():
-            plain.complete(conn, held)
-    return common.percentile(times, 50) * 1000
+                times[key].append(time.perf_counter() - started)
+            held[key] = [j.id for j in got]
+    for conn in conns.values():
+        conn.close()
+    for engine in engines.values():
+        engine.dispose()
+    dbs.drop_all()
+    return {k: common.percentile(v, 50) * 1000 for k, v in times.items()}
 
 
 def _block(d, n: int) -> None:
@@ -181,32 +225,36 @@ def main() -> None:
                 if not common.server_up(kind):
                     print(f"({kind}: no server, skipped)")
                     continue
-                runs: dict[str, list[dict]] = {"before": [], "after": []}
+                runs: dict[str, list[dict]] = {"before": [], "after": [], "claim": []}
                 for n in range(args.repeat):
-                    for side in ("before", "after"):
+                    for side in ("before", "after") if n % 2 == 0 else ("after", "before"):
                         runs[side].append(_side(kind, side, roots[side], dbs, tmp, args, n))
                     dbs.drop_all()
+                    runs["claim"].append(claim_ab(kind, roots["before"], dbs, args.rounds, n))
                 results["runs"][kind] = runs
                 rows.append(_row(kind, runs))
         finally:
             dbs.drop_all()
-    print(common.table(["database", "keyless j/s before", "after", "Δ", "claim ms before", "after", "Δ",
-                        "+gates", "Δ", "10k blocked j/s", "vs empty"], rows))
+    print(common.table(["database", "keyless j/s before", "after", "Δ", "cpu ms/job before", "after", "Δ",
+                        "claim ms before", "after", "Δ", "+gates", "Δ", "10k blocked j/s", "vs empty",
+                        "cpu vs empty"], rows))
     print(common.wait_quiet(0))
     print(f"results: {common.save('limits', results)}")
 
 
 def _row(kind: str, runs: dict[str, list[dict]]) -> list[str]:
-    before = max(r["throughput"] for r in runs["before"])
-    after = max(r["throughput"] for r in runs["after"])
-    claim_before = min(r["claim_ms"] for r in runs["before"])
-    claim_after = min(r["claim_ms"] for r in runs["after"])
-    claim_gated = min(r["claim_gated_ms"] for r in runs["after"])
-    blocked = max(r["blocked_throughput"] for r in runs["after"])
+    def best(side: str, key: str, pick=max) -> float:
+        return pick(r[key] for r in runs[side])
+
+    before, after = best("before", "throughput"), best("after", "throughput")
+    cpu_before, cpu_after = best("before", "cpu_ms_per_job", min), best("after", "cpu_ms_per_job", min)
+    claim = {k: min(r[k] for r in runs["claim"]) for k in ("before", "after", "after+gates")}
+    blocked, cpu_blocked = best("after", "blocked_throughput"), best("after", "blocked_cpu_ms_per_job", min)
     return [kind, f"{before:,.0f}", f"{after:,.0f}", f"{after / before - 1:+.1%}",
-            f"{claim_before:.3f}", f"{claim_after:.3f}", f"{claim_after / claim_before - 1:+.1%}",
-            f"{claim_gated:.3f}", f"{claim_gated / claim_before - 1:+.1%}",
-            f"{blocked:,.0f}", f"{blocked / after - 1:+.1%}"]
+            f"{cpu_before:.3f}", f"{cpu_after:.3f}", f"{cpu_after / cpu_before - 1:+.1%}",
+            f"{claim['before']:.3f}", f"{claim['after']:.3f}", f"{claim['after'] / claim['before'] - 1:+.1%}",
+            f"{claim['after+gates']:.3f}", f"{claim['after+gates'] / claim['before'] - 1:+.1%}",
+            f"{blocked:,.0f}", f"{blocked / after - 1:+.1%}", f"{cpu_blocked / cpu_after - 1:+.1%}"]
 
 
 if __name__ == "__main__":
