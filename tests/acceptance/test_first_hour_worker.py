@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,8 @@ def test_workoff_without_an_app_ends_and_leaves_the_jobs(db_url, djctl_env, tmp_
     worker = start(procs, tmp_path, no_app(djctl_env), "workoff")
     assert worker.wait() == 0, worker.lines
     assert worker.lines[-1].startswith("0 jobs processed at "), worker.lines
+    assert any(line.endswith("left 1 job(s) it may not run, for a worker that can") for line in worker.lines)
+    assert not any("claiming again" in line for line in worker.lines), "workoff ends; it claims nothing again"
     r = row(engine, job)
     assert r["failed_at"] is None and r["attempts"] == 0 and r["locked_by"] is None
 
@@ -216,6 +219,28 @@ def test_jobs_claimed_behind_a_slow_one_go_to_an_idle_worker(db_url, djctl_env, 
     first.stop()
     second.stop()
     assert not any(f"(id={quick})" in line for line in first.lines if "gave back" not in line), first.lines
+
+
+def test_a_job_given_back_wakes_an_idle_worker_at_once(db_url, djctl_env, tmp_path, procs, engine):
+    """An idle worker that polls only every 120 s takes a job given back behind a slow
+    one at once: the give-back wakes it (NOTIFY on PostgreSQL, the doorbell elsewhere)."""
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    idle = start(procs, tmp_path, djctl_env, "work", "--sleep-delay", "120")
+    wait_for(lambda: any(line.startswith("*** Starting job worker") for line in idle.lines), timeout=DEADLINE)
+    # Due in a moment: the enqueue's own wake-up finds nothing ready, and the idle worker
+    # sleeps again; the busy worker, polling, claims both when they fall due.
+    due = djctl.now() + timedelta(seconds=2)
+    slow = djctl.enqueue(jobs.Gate(str(out), str(gate)), run_at=due)
+    quick = djctl.enqueue(jobs.Touch(str(out), "quick"), priority=1, run_at=due)
+    busy = start(procs, tmp_path, djctl_env, "work", "--read-ahead", "5", "--sleep-delay", "0.1")
+    wait_for(lambda: any("gave back 1 job(s) claimed ahead of it" in line for line in busy.lines), timeout=DEADLINE)
+    wait_for(lambda: any(f"(id={quick}) COMPLETED" in line for line in idle.lines), timeout=60,
+             message="the idle worker to be woken for the given-back job")
+    assert out.read_text().splitlines()[0].startswith("start") and "end" not in out.read_text()
+    gate.touch()
+    wait_for(lambda: row(engine, slow) is None, timeout=DEADLINE)
+    busy.stop()
+    idle.stop()
 
 
 # -- 11. the log tells what ran, when, and for how long -------------------------------------
