@@ -38,10 +38,11 @@ MOST_GATES = 100
 DUE_EVERY = 0.25
 """Seconds: a worker whose plain claims keep filling up still looks at its gates this often."""
 
-THROTTLE_MARGIN = timedelta(milliseconds=100)
+THROTTLE_MARGIN = timedelta(milliseconds=250)
 """A start is counted when its job is claimed, a moment before it runs: the throttle's
 window is this much longer than its period, so that no period sees more starts than its
-limit even when a claimed job waits briefly for its worker's executor."""
+limit even when a claimed job waits briefly for its worker's executor. (A worker claims
+one job per throttle per look, so its throttled claims never queue behind each other.)"""
 
 
 def concurrency_gate(key: str) -> str:
@@ -183,7 +184,10 @@ class _Throttles:
         name = throttle_gate(pick.throttle or "")
         if name not in self.room:
             self.room[name] = self._room(name, pick)
-        if self.room[name] <= 0:
+        if self.room[name] <= 0 or self.admitted.get(name):
+            # One start per throttle per look: a worker runs its claims one after the other,
+            # and ten claimed at once would start spread over the time of ten jobs, past
+            # the window they were counted in.
             return False
         self.room[name] -= 1
         self.admitted[name] = self.admitted.get(name, 0) + 1

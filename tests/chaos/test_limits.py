@@ -103,10 +103,10 @@ def test_a_throttle_of_ten_per_two_seconds_over_four_workers(app, db_url, tmp_pa
     path = tmp_path / "spans"
     djctl.enqueue_many([Span(str(path), f"t{i}") for i in range(50)], throttle=("api", 10, timedelta(seconds=2)))
     app.run("up", "--formation", "worker=4")
-    wait_for(lambda: count(db_url) == 0, 60, message="every throttled job done")
+    wait_for(lambda: count(db_url) == 0, 120, message="every throttled job done")
     starts = sorted(start for start, _ in spans(path).values())
     assert len(starts) == 50
     for i, s in enumerate(starts):
         within = [t for t in starts[i:] if t < s + 2.0]
-        assert len(within) <= 10, f"{len(within)} starts in the 2 s from {s}"
+        assert len(within) <= 10, f"{len(within)} starts in the 2 s from {s}: {[round(t - starts[0], 3) for t in starts]}"
     assert count(db_url, "attempts > 0") == 0
