@@ -78,11 +78,15 @@ def name_of(obj: Any) -> str:
     """``module:qualname`` for an importable class or function; TypeError for anything else."""
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
-    if not module or not qualname or "<" in qualname or module == "__main__":
-        what = qualname or type(obj).__name__
-        raise TypeError(
-            f"{what!s} cannot be named in a job: define it at module level in an importable module"
-        )
+    what = qualname or type(obj).__name__
+    if module == "__main__":
+        raise TypeError(f"{what!s} is defined in __main__ (the script being run), which workers cannot "
+                        "import: move it into a module of your app")
+    if module == "builtins":
+        raise TypeError(f"{what!s} is a Python builtin, which no app allows a worker to run: "
+                        "call it from a function of your app, and enqueue that")
+    if not module or not qualname or "<" in qualname:
+        raise TypeError(f"{what!s} cannot be named in a job: define it at module level in an importable module")
     return f"{module}:{qualname}"
 
 

@@ -116,20 +116,30 @@ def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
               help="Processes to run: worker=2, or \"worker=2 mail=1\" (else the saved formation, else worker=1).")
 @click.option("--foreground", is_flag=True, help="Run the supervisor attached to this terminal (systemd, containers).")
 @click.option("--reload", "reload_", is_flag=True, help="Restart processes one by one when *.py files here change.")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve /metrics, /healthz and /readyz here, e.g. 127.0.0.1:9187 (loopback unless "
+                   "DJ_METRICS_REMOTE=1).")
 @click.pass_context
-def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
+def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool,
+       metrics: str | None) -> None:
     """Start the supervisor and the formation; return once they are up."""
-    start(ctx, formation_args, foreground, reload_)
+    start(ctx, formation_args, foreground, reload_, metrics=metrics)
 
 
 def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool = False, reload_: bool = False,
-          types: dict[str, str] | None = None) -> None:
+          types: dict[str, str] | None = None, metrics: str | None = None) -> None:
     """``djctl up``, running ``types`` (default: the Procfile's) — the demo runs its own."""
+    from djctl.daemon.exporter import AddressError, parse_address
     from djctl.daemon.launch import LaunchError, run_supervisor, start_daemon
     from djctl.daemon.manager import Policy
     from djctl.daemon.supervisor import Plan
 
     s, supervisor = _setup(ctx, create=True)
+    wanted = s.metrics if metrics is None else metrics
+    try:
+        address = parse_address(wanted, remote=s.metrics_remote) if wanted else None
+    except AddressError as e:
+        raise cli.UsageFailure(str(e)) from None
     policy = Policy.from_settings(s)
     cwd = Path.cwd()
     types = _types(cwd) if types is None else types
@@ -153,7 +163,7 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
                  if flags.get(key)}
     umask = os.umask(0o077)
     os.umask(umask)
-    plan = Plan(s, cwd, types, formation, policy, hostname(), extra_env, reload_, umask)
+    plan = Plan(s, cwd, types, formation, policy, hostname(), extra_env, reload_, umask, address)
     since = datetime.now(timezone.utc)
     try:
         if foreground:
@@ -325,6 +335,10 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
         formation = parse_scale(list(args), _saved(supervisor, types), list(types))
     except ScaleError as e:
         raise cli.UsageFailure(str(e)) from None
+    elsewhere = _not_running(s, other_databases=False)
+    if elsewhere != render.not_running():
+        # Saving here would scale nothing that runs: point at the supervisor that does.
+        raise cli.Failure(f"{elsewhere}; nothing saved here")
     _setup(ctx, create=True)
     FormationStore(supervisor.formation_path).update(formation)
     click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")

@@ -208,7 +208,8 @@ class DjctlTop(App[None]):
             return
         jobs = sum(q.ready + q.scheduled + q.running + q.failed for q in self.snapshot.queues
                    if q.queue == row.queue) if self.snapshot else 0
-        self._confirm(f"Clear queue {stats.queue_label(row.queue)}: delete all its {jobs} jobs, of every priority?",
+        what = "its one job" if jobs == 1 else f"all its {jobs} jobs"
+        self._confirm(f"Clear queue {stats.queue_label(row.queue)}: delete {what}, of every priority?",
                       lambda: _jobs("Deleted", self.source.clear_queue(row.queue)), verb="Clear")
 
     def action_filter(self) -> None:

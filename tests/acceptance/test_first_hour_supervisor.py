@@ -126,6 +126,11 @@ def test_in_another_directory_ps_says_where_the_supervisor_runs_and_C_reaches_it
     assert result.stderr.strip() == (f"djctl: djctl is not running here, but a supervisor for this database "
                                      f"runs in {app.dir} (pid {sup}); use djctl -C {app.dir} ps")
     assert elsewhere.run("down").stdout.strip().startswith("djctl is not running here, but a supervisor")
+    scaled = elsewhere.run("scale", "worker=3", ok=False)
+    assert scaled.returncode == 1 and scaled.stderr.strip() == (
+        f"djctl: djctl is not running here, but a supervisor for this database runs in {app.dir} "
+        f"(pid {sup}); use djctl -C {app.dir} scale; nothing saved here")
+    assert not (elsewhere.dir / ".djctl" / "formation.json").exists()
     assert elsewhere.run("-C", str(app.dir), "ps").stdout.startswith(f"=== worker: {says('w')} (1)")
 
     other_db = App(tmp_path / "other", {k: v for k, v in app.env.items() if k != "DJ_DATABASE_URL"}, app.db_url)
