@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from djctl import api, config, payload
 from djctl.handlers import encode_call, encode_job
 from djctl.limits import NONE, LimitOptions, Limits
-from djctl.queue import doorbell, inserts, migrations
+from djctl.queue import direct, doorbell, inserts, migrations
 from djctl.queue.engines import describe
 
 if TYPE_CHECKING:
@@ -112,7 +112,12 @@ def _insert(rows: list[dict], session: Session | None) -> list[int]:
         event.listen(session, "after_commit", lambda _s: _ring(), once=True)
         return ids
     eng = api.engine()
-    if len(rows) == 1 and eng.dialect.name != "sqlite" and inserts.single_statement(rows[0]):
+    # A job with limits may need more than one statement (its gate's row, a unique key's
+    # holder): those go through inserts.insert_rows in a transaction, below.
+    plain = len(rows) == 1 and inserts.single_statement(rows[0])
+    if plain and eng.dialect.name in direct.DIALECTS:
+        ids = [direct.insert_one(eng, rows[0])]
+    elif plain and eng.dialect.name != "sqlite":
         # One INSERT is atomic on its own: without BEGIN and COMMIT it is one round
         # trip instead of three, which is most of what an enqueue costs.
         with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

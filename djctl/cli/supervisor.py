@@ -37,7 +37,6 @@ from djctl.daemon.formation import (
 )
 from djctl.daemon.model import ProcessInfo, State
 from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
-from djctl.queue import engines as store
 from djctl.worker.identity import hostname, pid_alive
 
 # After a stop request, how long `down` waits beyond the grace period.
@@ -155,9 +154,7 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
             formation = parse_scale(list(formation_args), formation, list(types))
         except ScaleError as e:
             raise cli.UsageFailure(str(e)) from None
-    cli.connect(s)
-    # The daemon closes inherited descriptors; pooled connections must not be among them.
-    store.engine_for(s.database_url).dispose()
+    cli.connect(s).dispose()  # the daemon closes inherited descriptors: no pooled connection among them
     flags = ctx.find_root().obj or {}
     extra_env = {var: flags[key] for key, var in (("database_url", "DJ_DATABASE_URL"), ("app", "DJ_APP"))
                  if flags.get(key)}

@@ -207,17 +207,18 @@ class InFlight:
             pending.appendleft(running.job)
 
     def kill(self) -> None:
-        """SIGKILL the executor, from any thread (the lease guard's)."""
+        """SIGKILL the executor and every process its job started, from any thread (the
+        lease guard's): a job whose lease is lost must not live on in its children."""
         child = self.child
         if child is not None:
             self.fenced = True
-            child.signal(signal.SIGKILL)
+            child.kill()
 
     def abandon(self) -> list[Running]:
         """Kill the executor (if not already) and give up every job sent to it, with no
         outcome: their claims are about to expire or are gone. Returns what was sent."""
         if self.child is not None:
-            self.child.signal(signal.SIGKILL)
+            self.child.kill()
             self.child.reap()
             self.child = None
         self.fenced = False
