@@ -103,11 +103,13 @@ def _not_running(s: config.Settings, other_databases: bool = True) -> str:
 
 def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
     try:
-        return supervisor.request(cmd, **args)
+        reply = supervisor.request(cmd, **args)
     except NotRunning:
         raise cli.Failure(_not_running(config.current())) from None
     except ControlError as e:
         raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
+    cli.warn_if_other_database(config.current(), reply)
+    return reply
 
 
 @click.command()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from djctl import dburl
 from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
@@ -89,6 +90,7 @@ class Supervisor:
         self._real_spawn = spawner(plan.cwd, {**os.environ, **plan.extra_env}, self._type_names,
                                    umask=plan.umask)
         self.requests = Requests(self.manager, store, printer, host=plan.host, cwd=plan.cwd,
+                                 database=dburl.parse(plan.settings.database_url).identity(plan.cwd),
                                  grace_period=plan.policy.grace_period, type_names=self._type_names,
                                  stop=self._stop)
         self._children: dict[int, ChildProcess] = {}
