@@ -280,3 +280,31 @@ def tomorrow(path: str, text: str) -> None:
 @djctl.handle_asynchronously
 def soon(path: str, text: str) -> None:
     add_line(path, f"soon {text}")
+
+
+@dataclass
+class Span:
+    """Writes ``start <label> <time>``, sleeps, writes ``end <label> <time>``: tests read
+    from these lines what ran when, and what ran at once."""
+
+    path: str
+    label: str
+    seconds: float = 0.0
+
+    def perform(self) -> None:
+        add_line(self.path, f"start {self.label} {time.time():.6f}")
+        if self.seconds:
+            time.sleep(self.seconds)
+        add_line(self.path, f"end {self.label} {time.time():.6f}")
+
+
+@dataclass
+class SyncAccount(Span):
+    """At most one runs per account, on every host: the limit is the class's own."""
+
+    account: int = 0
+    concurrency_limit = 1
+
+    @property
+    def concurrency_key(self) -> str:
+        return f"account:{self.account}"

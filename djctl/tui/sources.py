@@ -217,7 +217,8 @@ class DatabaseSource:
                 total = sum(d.failed for d in depth)
             processes = self._processes(conn, ps, now)
         queues = tuple(QueueRow(d.queue, d.priority, d.ready, d.scheduled, d.running, d.failed,
-                                oldest.get((d.queue, d.priority))) for d in depth)
+                                oldest.get((d.queue, d.priority)), waiting=d.waiting, waiting_on=d.waiting_on)
+                       for d in depth)
         if ps is None:
             supervision = Supervision(False, note=why)
         else:
