@@ -5,22 +5,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import json
 import os
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import bindparam, event, insert, text
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from djctl import api, config, payload
 from djctl.handlers import encode_call, encode_job
-from djctl.queue import direct, doorbell, migrations
+from djctl.limits import NONE, LimitOptions, Limits
+from djctl.queue import direct, doorbell, inserts, migrations
 from djctl.queue.engines import describe
-from djctl.queue.schema import Timestamp, delayed_jobs
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +37,7 @@ class Options:
     priority: int = 0
     run_at: datetime | None = None
     queue: str | None = None
+    limits: Limits = NONE
 
     def validated(self) -> Options:
         """These options, if every database can store them: TypeError for a wrong type,
@@ -61,6 +61,7 @@ class Options:
         if self.queue is not None and "\x00" in self.queue:
             # SQLite and MariaDB would store it, PostgreSQL refuses it: refused everywhere.
             raise ValueError(f"queue must not contain a NUL character, got {self.queue!r}")
+        self.limits.validated()
         return self
 
 
@@ -73,78 +74,13 @@ def _row(data: dict, opts: Options, now: datetime) -> dict:
         "attempts": 0,
         "created_at": now,
         "updated_at": now,
+        # A job without limits inserts exactly the columns it did before they existed.
+        **(opts.limits.columns() if opts.limits != NONE else {}),
     }
 
 
 def _ring() -> None:
     doorbell.ring_for(config.current().database_url)
-
-
-_PG_BULK = text(
-    "INSERT INTO delayed_jobs (handler, priority, queue, run_at, attempts, created_at, updated_at) "
-    "SELECT x.handler, x.priority, x.queue, x.run_at, 0, :now, :now "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS x(handler text, priority integer, queue text, run_at timestamp) "
-    "RETURNING id"
-).bindparams(bindparam("now", type_=Timestamp))
-
-
-_packet_limits: dict[tuple[int, str], int] = {}
-
-
-def _check_packet(execute: Any, rows: list[dict]) -> None:
-    """Refuse, naming both sizes, a job MySQL/MariaDB would drop the connection over.
-
-    The server closes the connection ("server has gone away") on a statement larger
-    than its ``max_allowed_packet``; read once per process and database.
-    """
-    # A Session, or anything that stands for one (Flask-SQLAlchemy's scoped_session), has
-    # get_bind(); a Connection has its engine.
-    engine = execute.get_bind().engine if hasattr(execute, "get_bind") else execute.engine
-    key = (os.getpid(), engine.url.render_as_string(hide_password=False))
-    limit = _packet_limits.get(key)
-    if limit is None:
-        limit = _packet_limits[key] = int(execute.scalar(text("SELECT @@max_allowed_packet")))
-    for r in rows:
-        h = r["handler"]
-        # The driver escapes these characters with a backslash each; the rest of the
-        # statement fits in the margin.
-        size = len(h) + sum(h.count(c) for c in "\\'\"\n\r\x00\x1a") + _STATEMENT_MARGIN
-        if size > limit:
-            raise ValueError(
-                f"job is {_mib(len(h))} encoded, over this database's max_allowed_packet of {_mib(limit)}: "
-                "pass a reference to the data (a path, a row id) instead, or raise max_allowed_packet on the server"
-            )
-
-
-_STATEMENT_MARGIN = 4096
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
-
-
-def _insert_rows(execute: Any, rows: list[dict], dialect: str) -> list[int]:
-    """Insert ``rows`` in one statement; their ids in the order of ``rows``."""
-    if dialect in ("mysql", "mariadb"):
-        _check_packet(execute, rows)
-    stmt = insert(delayed_jobs)
-    if len(rows) == 1:
-        return [execute.scalar(stmt.returning(delayed_jobs.c.id), rows[0])]
-    if dialect == "sqlite":
-        # SQLite numbers one statement's rows in VALUES order; asking SQLAlchemy to
-        # sort RETURNING would make it insert row by row.
-        return sorted(execute.scalars(stmt.returning(delayed_jobs.c.id), rows).all())
-    if dialect == "postgresql":
-        # One JSON parameter instead of seven a row: the driver need not parse a
-        # statement of thousands of placeholders. The sequence numbers the rows in
-        # the array's order.
-        data = json.dumps([
-            {"handler": r["handler"], "priority": r["priority"], "queue": r["queue"], "run_at": r["run_at"].isoformat()}
-            for r in rows
-        ])
-        return sorted(execute.scalars(_PG_BULK, {"rows": data, "now": rows[0]["created_at"]}).all())
-    # Elsewhere RETURNING rows may come back in any order unless asked.
-    return execute.scalars(stmt.returning(delayed_jobs.c.id, sort_by_parameter_order=True), rows).all()
 
 
 _schema_current: set[tuple[int, str]] = set()
@@ -172,20 +108,23 @@ def _check_schema(session: Session) -> None:
 def _insert(rows: list[dict], session: Session | None) -> list[int]:
     if session is not None:
         _check_schema(session)
-        ids = _insert_rows(session, rows, session.get_bind().dialect.name)
+        ids = inserts.insert_rows(session, rows, session.get_bind().dialect.name)
         event.listen(session, "after_commit", lambda _s: _ring(), once=True)
         return ids
     eng = api.engine()
-    if len(rows) == 1 and eng.dialect.name in direct.DIALECTS:
+    # A job with limits may need more than one statement (its gate's row, a unique key's
+    # holder): those go through inserts.insert_rows in a transaction, below.
+    plain = len(rows) == 1 and inserts.single_statement(rows[0])
+    if plain and eng.dialect.name in direct.DIALECTS:
         ids = [direct.insert_one(eng, rows[0])]
-    elif len(rows) == 1 and eng.dialect.name != "sqlite":
+    elif plain and eng.dialect.name != "sqlite":
         # One INSERT is atomic on its own: without BEGIN and COMMIT it is one round
         # trip instead of three, which is most of what an enqueue costs.
         with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            ids = _insert_rows(conn, rows, eng.dialect.name)
+            ids = inserts.insert_rows(conn, rows, eng.dialect.name)
     else:
         with eng.begin() as conn:
-            ids = _insert_rows(conn, rows, eng.dialect.name)
+            ids = inserts.insert_rows(conn, rows, eng.dialect.name)
     _ring()
     return ids
 
@@ -197,14 +136,21 @@ def enqueue(
     run_at: datetime | None = None,
     queue: str | None = None,
     session: Session | None = None,
+    **limits: Unpack[LimitOptions],
 ) -> int:
     """Put ``job`` (an object with ``perform()``) on the queue; returns the job's id.
 
     With ``session``, the row is inserted in that SQLAlchemy session and commits or
     rolls back with it. Raises TypeError if the job holds anything JSON cannot carry.
+
+    Limits (each also read from the job's attribute of the same name): at most
+    ``concurrency_limit`` (default 1) jobs of ``concurrency_key`` run at once, on every
+    host; ``throttle=(key, n, period)`` starts at most n jobs of key per period; with
+    ``unique_key``, when a job holding that key is still queued (``unique_while=
+    "running"``: or running) nothing is added and that job's id is returned.
     """
     queue = queue if queue is not None else getattr(job, "queue_name", None)
-    opts = Options(priority, run_at, queue).validated()
+    opts = Options(priority, run_at, queue, Limits.of(job, **limits)).validated()
     return _insert([_row(encode_job(job), opts, _now())], session)[0]
 
 
@@ -215,16 +161,18 @@ def enqueue_many(
     run_at: datetime | None = None,
     queue: str | None = None,
     session: Session | None = None,
+    **limits: Unpack[LimitOptions],
 ) -> list[int]:
     """Put many jobs on the queue in one round trip; returns their ids in order.
 
-    Every job is encoded before anything is written: one bad job enqueues none.
+    Every job is encoded before anything is written: one bad job enqueues none. The
+    limit options apply to every job (a job's own attributes where an option is not given).
     """
     now = _now()
     rows = []
     for job in jobs:
         q = queue if queue is not None else getattr(job, "queue_name", None)
-        rows.append(_row(encode_job(job), Options(priority, run_at, q).validated(), now))
+        rows.append(_row(encode_job(job), Options(priority, run_at, q, Limits.of(job, **limits)).validated(), now))
     return _insert(rows, session) if rows else []
 
 
@@ -235,6 +183,7 @@ async def aenqueue(
     run_at: datetime | None = None,
     queue: str | None = None,
     session: AsyncSession | None = None,
+    **limits: Unpack[LimitOptions],
 ) -> int:
     """:func:`enqueue` for async code: the same options, and the event loop is never blocked.
 
@@ -242,7 +191,7 @@ async def aenqueue(
     transaction, through its own async driver, and commits or rolls back with it.
     """
     queue = queue if queue is not None else getattr(job, "queue_name", None)
-    opts = Options(priority, run_at, queue).validated()
+    opts = Options(priority, run_at, queue, Limits.of(job, **limits)).validated()
     return (await _ainsert([_row(encode_job(job), opts, _now())], session))[0]
 
 
@@ -253,13 +202,14 @@ async def aenqueue_many(
     run_at: datetime | None = None,
     queue: str | None = None,
     session: AsyncSession | None = None,
+    **limits: Unpack[LimitOptions],
 ) -> list[int]:
     """:func:`enqueue_many` for async code: one round trip, ids in order, one bad job enqueues none."""
     now = _now()
     rows = []
     for job in jobs:
         q = queue if queue is not None else getattr(job, "queue_name", None)
-        rows.append(_row(encode_job(job), Options(priority, run_at, q).validated(), now))
+        rows.append(_row(encode_job(job), Options(priority, run_at, q, Limits.of(job, **limits)).validated(), now))
     return await _ainsert(rows, session) if rows else []
 
 
@@ -315,9 +265,10 @@ def delay(
     run_at: datetime | None = None,
     queue: str | None = None,
     session: Session | None = None,
+    **limits: Unpack[LimitOptions],
 ) -> Any:
     """``delay(photo).upload(size=3)`` or ``delay(send_mail)(to)``: the call runs later, on a worker."""
-    return _Delayed(target, Options(priority, run_at, queue), session)
+    return _Delayed(target, Options(priority, run_at, queue, Limits.of(None, **limits)), session)
 
 
 def job(obj: Any) -> Any:
@@ -342,17 +293,20 @@ class _AsyncFunction:
 
     __name__: str  # with __doc__, __module__..., copied from the function by update_wrapper
 
-    def __init__(self, fn: Callable, priority: int, run_at: RunAt, queue: str | None):
+    def __init__(self, fn: Callable, priority: int, run_at: RunAt, queue: str | None, limits: dict):
         functools.update_wrapper(self, fn)
         self.now = fn
         self._opts = (priority, run_at, queue)
+        self._limits = limits
 
-    def _options(self) -> Options:
+    def _options(self, args: tuple, kwargs: dict) -> Options:
         priority, run_at, queue = self._opts
-        return Options(priority, _resolve_run_at(run_at), queue)
+        # A limit given as a function is computed from the call's arguments (self first).
+        limits = {k: v(*args, **kwargs) if callable(v) else v for k, v in self._limits.items()}
+        return Options(priority, _resolve_run_at(run_at), queue, Limits.of(None, **limits))
 
     def __call__(self, *args: Any, **kwargs: Any) -> int:
-        return _enqueue_call(encode_call(self.now, None, args, kwargs), self._options())
+        return _enqueue_call(encode_call(self.now, None, args, kwargs), self._options(args, kwargs))
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
@@ -368,7 +322,7 @@ class _AsyncMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> int:
         data = encode_call(None, self._obj, args, kwargs, method=self._func.__name__)
-        return _enqueue_call(data, self._func._options())
+        return _enqueue_call(data, self._func._options((self._obj, *args), kwargs))
 
 
 def handle_asynchronously(
@@ -377,16 +331,22 @@ def handle_asynchronously(
     priority: int = 0,
     run_at: RunAt = None,
     queue: str | None = None,
+    **limits: Any,
 ) -> Any:
     """Make a function or method always run on a worker: calling it enqueues; ``.now()`` runs it here.
 
     ``run_at`` may be a datetime, a timedelta from now, or a callable returning a datetime.
+    The limit options of :func:`enqueue` may each be a value or a function of the call's
+    arguments (``self`` first): ``concurrency_key=lambda account_id: f"account:{account_id}"``.
     """
+    unknown = set(limits) - set(LimitOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"handle_asynchronously() got unexpected options {sorted(unknown)}")
 
     def wrap(f: Callable) -> _AsyncFunction:
         if not inspect.isfunction(f):
             raise TypeError("handle_asynchronously decorates functions and methods")
         payload.register_module(f.__module__)
-        return _AsyncFunction(f, priority, run_at, queue)
+        return _AsyncFunction(f, priority, run_at, queue, limits)
 
     return wrap(fn) if fn is not None else wrap

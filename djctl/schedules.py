@@ -13,7 +13,7 @@ import inspect
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, and_, case, delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -24,7 +24,9 @@ from sqlalchemy.sql.elements import KeyedColumnElement
 from djctl import api, config, payload
 from djctl.enqueue import Options
 from djctl.handlers import display_name, encode_call, encode_job
-from djctl.queue import admin
+from djctl.limits import LimitOptions, Limits
+from djctl.queue import admin, gates
+from djctl.queue.inserts import LIMIT_COLUMNS
 from djctl.queue.schema import delayed_jobs
 from djctl.recurrence import Recurrence, format_every
 
@@ -70,6 +72,7 @@ def schedule(
     queue: str | None = None,
     priority: int = 0,
     now: datetime | None = None,
+    **limits: Unpack[LimitOptions],
 ) -> str:
     """Run ``job`` every ``every``, or at the times of ``cron`` (wall-clock time in ``tz``); returns its key.
 
@@ -84,14 +87,19 @@ def schedule(
     ValueError: both or neither of every/cron, a non-positive or fractional ``every``,
     an invalid cron expression, an unknown time zone. TypeError: a job that cannot be
     stored. ``now`` (aware, or naive UTC) replaces the current time, for tests.
+
+    ``concurrency_key``/``concurrency_limit`` and ``throttle`` limit its runs as
+    :func:`djctl.enqueue`'s do (a schedule is unique by its key already: no ``unique_key``).
     """
+    if limits.get("unique_key") is not None or limits.get("unique_while") is not None:
+        raise ValueError("a schedule is unique by its key already: give key=, not unique_key")
     recurrence = Recurrence.of(every, cron, tz)
     data, default_key = _encode(job)
     key = default_key if key is None else key
     if not isinstance(key, str) or not key.strip() or len(key) > 255:
         raise ValueError(f"key must be a non-empty string of at most 255 characters; got {key!r}")
     queue = queue if queue is not None else getattr(job, "queue_name", None)
-    opts = Options(priority, None, queue).validated()
+    opts = Options(priority, None, queue, Limits.of(job, **limits)).validated()
     at = api.utc_naive(now) if now is not None else api.utc_naive(api.now())
     row = {
         "schedule_key": key,
@@ -103,10 +111,14 @@ def schedule(
         "attempts": 0,
         "created_at": at,
         "updated_at": at,
+        **opts.limits.columns(),
+        "unique_key": None,  # an attribute of the job's class cannot make a schedule unique twice
+        "unique_while": None,
     }
     for attempt in range(3):
         try:
             with api.engine().begin() as conn:
+                gates.ensure(conn, conn.dialect.name, gates.gate_names([row]))
                 conn.execute(_upsert(conn, row))
             break
         except DBAPIError as e:
@@ -221,6 +233,7 @@ def _upsert_changes(new: ReadOnlyColumnCollection[str, KeyedColumnElement[Any]])
         ("cron", new.cron),
         ("failed_at", None),
         ("updated_at", new.updated_at),
+        *((name, getattr(new, name)) for name in LIMIT_COLUMNS),
     ]
     return changes
 

@@ -298,3 +298,31 @@ class Progressing:
         deadline = time.monotonic() + self.limit
         while not os.path.exists(self.gate) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+@dataclass
+class Span:
+    """Writes ``start <label> <time>``, sleeps, writes ``end <label> <time>``: tests read
+    from these lines what ran when, and what ran at once."""
+
+    path: str
+    label: str
+    seconds: float = 0.0
+
+    def perform(self) -> None:
+        add_line(self.path, f"start {self.label} {time.time():.6f}")
+        if self.seconds:
+            time.sleep(self.seconds)
+        add_line(self.path, f"end {self.label} {time.time():.6f}")
+
+
+@dataclass
+class SyncAccount(Span):
+    """At most one runs per account, on every host: the limit is the class's own."""
+
+    account: int = 0
+    concurrency_limit = 1
+
+    @property
+    def concurrency_key(self) -> str:
+        return f"account:{self.account}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -63,6 +64,30 @@ def connect(s: config.Settings, create: bool = True):
         url = store.describe(store.normalize_url(s.database_url))
         raise Failure(f"cannot connect to {url}: {_first_line(e)}") from None
     return eng
+
+
+def warn_if_other_database(s: config.Settings, ps_reply: dict) -> None:
+    """Say so when this directory's supervisor (its ``ps`` reply) works on another
+    database than this command's settings name: what is enqueued or counted here is not
+    what its workers see."""
+    theirs = ps_reply.get("supervisor", {}).get("database")
+    ours = dburl.parse(s.database_url).identity(Path.cwd())
+    if theirs and theirs != ours:
+        click.echo(f"djctl: warning: the supervisor here works on {theirs}, but this command's settings name "
+                   f"{ours}: jobs enqueued with these settings are not its workers'; set DJ_DATABASE_URL "
+                   "(or --database-url) alike", err=True)
+
+
+def check_supervisor_database(s: config.Settings) -> None:
+    """:func:`warn_if_other_database` for a command that does not otherwise talk to the
+    supervisor; silent when none runs here."""
+    from djctl.daemon.client import ControlError, NotRunning, SupervisorClient
+
+    try:
+        reply = SupervisorClient(s.state_dir).request("ps")
+    except (NotRunning, ControlError, OSError):
+        return
+    warn_if_other_database(s, reply)
 
 
 def _must_exist(s: config.Settings) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from djctl.cli.base import Failure, UsageFailure, _first_line, connect, import_app, settings
+from djctl.cli.base import Failure, UsageFailure, _first_line, check_supervisor_database, connect, import_app, settings
 from djctl.daemon.paths import ensure_private_dir
 
 if TYPE_CHECKING:
@@ -149,7 +149,9 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     from djctl import api
     from djctl.queue.stats import left_unrun, queue_depth, render_depth, render_left
 
-    eng = connect(settings(ctx), create=False)
+    s = settings(ctx)
+    check_supervisor_database(s)
+    eng = connect(s, create=False)
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = queue_depth(conn, api.utc_naive(api.now()))
         left = left_unrun(conn)

@@ -17,11 +17,10 @@ import click
 
 from djctl import clock, config
 from djctl.cli import base as cli
+from djctl.cli import started
 from djctl.daemon import render
 from djctl.daemon.client import (
     ControlError,
-    LogFilter,
-    LogLine,
     NotRunning,
     StateDirError,
     SupervisorClient,
@@ -41,8 +40,6 @@ from djctl.worker.identity import hostname, pid_alive
 
 # After a stop request, how long `down` waits beyond the grace period.
 _DOWN_MARGIN = 30.0
-# How many of its own lines `up` shows of a process that did not stay up.
-_LAST_LINES = 10
 # How long `down` waits quietly before it says what the processes are finishing, and how
 # often it says it again.
 _DOWN_QUIET = 1.0
@@ -103,11 +100,13 @@ def _not_running(s: config.Settings, other_databases: bool = True) -> str:
 
 def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
     try:
-        return supervisor.request(cmd, **args)
+        reply = supervisor.request(cmd, **args)
     except NotRunning:
         raise cli.Failure(_not_running(config.current())) from None
     except ControlError as e:
         raise (cli.UsageFailure if e.usage else cli.Failure)(str(e)) from None
+    cli.warn_if_other_database(config.current(), reply)
+    return reply
 
 
 @click.command()
@@ -164,12 +163,12 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
     since = datetime.now(timezone.utc)
     try:
         if foreground:
-            def started(processes: list[ProcessInfo]) -> None:
+            def on_ready(processes: list[ProcessInfo]) -> None:
                 crashed = [p.name for p in processes if p.state is State.CRASHED]
                 click.echo(render.started_but_crashed(os.getpid(), crashed) if crashed
                            else render.started(os.getpid(), formation))
-                _warn_if_empty(supervisor, formation)
-            run_supervisor(plan, lambda _pid: None, started, echo=sys.stdout)
+                started.warn_if_empty(supervisor, formation)
+            run_supervisor(plan, lambda _pid: None, on_ready, echo=sys.stdout)
             return
         pid, processes = start_daemon(plan)
     except AlreadyRunning as e:
@@ -181,67 +180,9 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
         raise cli.Failure("interrupted; the supervisor may still be starting (see djctl ps)") from None
     crashed = [p.name for p in processes if p.state is State.CRASHED]
     click.echo(render.started_but_crashed(pid, crashed) if crashed else render.started(pid, formation))
-    _warn_if_empty(supervisor, formation)
-    _warn_if_no_app(s, types, formation)
-    _fail_if_crashed(supervisor, crashed, since)
-
-
-def _fail_if_crashed(supervisor: SupervisorClient, crashed: list[str], since: datetime) -> None:
-    """Each process that did not stay up, with its own last lines written after ``since``
-    (not an earlier run's); then exit 1."""
-    for name in crashed:
-        click.echo(f"{name} did not stay up; its last lines:", err=True)
-        lines = [line for line in supervisor.tail(_LAST_LINES * 10, LogFilter(proc=name, source="app"))
-                 if (parsed := LogLine.parse(line)) is not None and parsed.at >= since]
-        for line in lines[-_LAST_LINES:] or ["(it wrote nothing)"]:
-            click.echo(f"  {line}", err=True)
-    if crashed:
-        raise cli.Failure(render.crashed_at_once(crashed))
-
-
-def _stayed_up(supervisor: SupervisorClient, names: list[str], up_check: float, deadline: float) -> list[str]:
-    """Wait until each of ``names`` has stayed up ``up_check`` seconds or exited sooner;
-    returns those that exited sooner (as ``up`` checks its processes)."""
-    while time.monotonic() < deadline:
-        try:
-            reply = supervisor.request("ps")
-        except NotRunning:
-            return []
-        except ControlError:
-            time.sleep(0.05)  # busy for a moment: ask again
-            continue
-        bounced = [name for name in names if name in reply.get("bounced", [])]
-        states = {p["name"]: ProcessInfo.from_dict(p) for p in reply["processes"]}
-        now = datetime.now(timezone.utc)
-        settled = [name for name in names if name in bounced or (
-            name in states and states[name].state is State.UP
-            and (now - states[name].since).total_seconds() >= up_check)]
-        if len(settled) == len(names):
-            return bounced
-        time.sleep(0.1)
-    return []
-
-
-def _warn_if_no_app(s: config.Settings, types: dict[str, str], formation: dict[str, int]) -> None:
-    """Workers with no app configured may run no job: say so here, not only in the log.
-    (A Procfile command that passes --app itself is taken at its word.)"""
-    if s.app or s.allow:
-        return
-    running = [name for name, count in formation.items() if count > 0 and "--app" not in types.get(name, "")]
-    if any("djctl" in types.get(name, "") and " work" in types.get(name, "") for name in running):
-        click.echo("djctl: warning: no app configured, so workers may run no job's code and leave every job; "
-                   "set app in [tool.djctl] of pyproject.toml, DJ_APP or --app, then djctl restart", err=True)
-
-
-def _warn_if_empty(supervisor: SupervisorClient, formation: dict[str, int]) -> None:
-    if any(formation.values()):
-        return
-    try:
-        saved = FormationStore(supervisor.formation_path).load() or {}
-    except StateFileError:
-        saved = {}
-    elsewhere = {name: count for name, count in saved.items() if name not in formation}
-    click.echo(f"djctl: {render.nothing_to_run(formation, elsewhere)}", err=True)
+    started.warn_if_empty(supervisor, formation)
+    started.warn_if_no_app(s, types, formation)
+    started.fail_if_crashed(supervisor, crashed, since)
 
 
 @click.command()
@@ -403,10 +344,10 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
                 finished = True
                 break
         time.sleep(0.05)
-    crashed = _stayed_up(supervisor, names, s.up_check, time.monotonic() + s.up_check + s.up_after + 10) \
+    crashed = started.stayed_up(supervisor, names, s.up_check, time.monotonic() + s.up_check + s.up_after + 10) \
         if finished else []
     click.echo(render.restart_message(target, finished, crashed))
-    _fail_if_crashed(supervisor, crashed, since)
+    started.fail_if_crashed(supervisor, crashed, since)
 
 
 def _named(args: Iterable[str], formation: dict[str, int]) -> list[str]:

@@ -32,7 +32,7 @@ from djctl.daemon.model import State
 from djctl.errors import one_line
 from djctl.queue import stats
 
-STATES = ("ready", "scheduled", "running", "failed")
+STATES = ("ready", "waiting", "scheduled", "running", "failed")  # waiting: on a concurrency key or a throttle
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 

@@ -31,7 +31,7 @@ from djctl.daemon import render
 from djctl.daemon.logs import events as job_events
 from djctl.daemon.model import ProcessInfo, State
 from djctl.errors import one_line
-from djctl.queue import claims
+from djctl.queue import claims, doorbell
 from djctl.queue.schema import Timestamp
 from djctl.queue.schema import djctl_processes as table
 from djctl.worker import identity, recovery
@@ -92,7 +92,11 @@ class Registry:
         """Release the claims of our child ``pid`` that has died; returns how many."""
         now = self._wall()
         with self.engine.begin() as conn:
-            return recovery.release_dead(conn, [identity.format(self.host, pid)], reason, now, self.max_attempts)
+            n = recovery.release_dead(conn, [identity.format(self.host, pid)], reason, now, self.max_attempts)
+        if n:
+            # Idle workers take the released jobs, and the slots of their concurrency keys, now.
+            doorbell.ring_for(self.engine.url.render_as_string(hide_password=False))
+        return n
 
     def recover_local(self) -> list[Released]:
         """At start: clear this host's rows whose supervisor is gone, releasing the

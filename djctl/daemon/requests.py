@@ -28,11 +28,12 @@ Handler = Callable[[dict], dict]
 
 class Requests:
     def __init__(self, manager: Manager, store: FormationStore, printer: Printer, *, host: str, cwd: Path,
-                 grace_period: float, type_names: list[str], stop: Callable[[str], None],
+                 database: str, grace_period: float, type_names: list[str], stop: Callable[[str], None],
                  progress: Mapping[str, dict] | None = None) -> None:
         self.manager, self.store, self.printer = manager, store, printer
         self.progress: Mapping[str, dict] = progress if progress is not None else {}
         self.host, self.cwd, self.grace_period = host, cwd, grace_period
+        self.database = database  # dburl's identity: a command here may be set up for another
         self._type_names = type_names  # the spawner's list of known types, extended in place
         self._stop = stop
         self.handlers: dict[str, Handler] = {"ps": self.ps, "scale": self.scale, "restart": self.restart,
@@ -45,7 +46,8 @@ class Requests:
             "types": dict(self.manager.types),
             "restarting": self.manager.restarting,
             "bounced": self.manager.bounced(),
-            "supervisor": {"pid": os.getpid(), "host": self.host, "stopping": self.manager.stopping},
+            "supervisor": {"pid": os.getpid(), "host": self.host, "stopping": self.manager.stopping,
+                           "database": self.database},
         }
 
     def scale(self, request: dict) -> dict:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from djctl import dburl
 from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
@@ -92,6 +93,7 @@ class Supervisor:
         self.progress: dict[str, dict] = {}
         """The last progress each process's running job reported (djctl.progress), by process name."""
         self.requests = Requests(self.manager, store, printer, host=plan.host, cwd=plan.cwd, progress=self.progress,
+                                 database=dburl.parse(plan.settings.database_url).identity(plan.cwd),
                                  grace_period=plan.policy.grace_period, type_names=self._type_names,
                                  stop=self._stop)
         self._children: dict[int, ChildProcess] = {}

@@ -16,6 +16,13 @@ from djctl.queue.schema import Timestamp
 
 _COLUMNS = "id, handler, attempts, priority, run_at, queue, reoccur_in, cron"
 
+SET_LOCK = (
+    "locked_at = :now, locked_by = :me, attempts = attempts + 1, updated_at = :now, "
+    # A unique key held while queued is free once its job starts.
+    "unique_key = CASE WHEN unique_while = 'running' THEN unique_key END"
+)
+"""What a claim writes on each row it takes (the gated claim too)."""
+
 
 @dataclass(frozen=True)
 class ClaimedJob:
@@ -80,7 +87,7 @@ def _stmt(sql: str, *expanding: str):
     stmt = text(sql).bindparams(
         *(bindparam(n, expanding=True) for n in expanding),
     )
-    binds = {name for name in ("now", "expired", "run_at", "failed_at") if f":{name}" in sql}
+    binds = {name for name in ("now", "expired", "run_at", "failed_at", "since") if f":{name}" in sql}
     if binds:
         stmt = stmt.bindparams(*(bindparam(n, type_=Timestamp) for n in binds))
     if _COLUMNS in sql:
@@ -114,11 +121,14 @@ class Claims:
             self._mine = _stmt(
                 "SELECT id FROM delayed_jobs WHERE id IN :ids AND locked_by = :me FOR UPDATE", "ids"
             )
-        self._fail = _stmt(
+        fail = (
             "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
-            "run_at = :run_at, failed_at = :failed_at, updated_at = :now "
+            "run_at = :run_at, failed_at = :failed_at, updated_at = :now{} "
             "WHERE id = :id AND locked_by = :me"
         )
+        self._fail = _stmt(fail.format(""))
+        # Failed for good: its unique key is free for a new job.
+        self._give_up = _stmt(fail.format(", unique_key = NULL"))
         self._destroy = _stmt("DELETE FROM delayed_jobs WHERE id = :id AND locked_by = :me")
         self._reschedule = _stmt(
             "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, attempts = 0, "
@@ -149,11 +159,13 @@ class Claims:
     def _prepare_claim(self, dialect: str, flt: Filter) -> None:
         """The claim statement(s) of ``dialect``: one UPDATE ... RETURNING where the
         database has it, else SELECT ... FOR UPDATE SKIP LOCKED and an UPDATE."""
+        # Gated jobs (concurrency limits, throttles) are claimed through their gate only:
+        # see gates.py. The claim indexes hold no gated row, so none is walked past here.
         where = (
-            "failed_at IS NULL AND locked_at IS NULL AND run_at <= :now " + flt.sql()
+            "failed_at IS NULL AND locked_at IS NULL AND gate IS NULL AND run_at <= :now " + flt.sql()
         )
         expanding = ("queues",) if flt.queues is not None else ()
-        set_lock = "locked_at = :now, locked_by = :me, attempts = attempts + 1, updated_at = :now"
+        set_lock = SET_LOCK
         if dialect == "postgresql":
             self._claim = _stmt(
                 f"UPDATE delayed_jobs SET {set_lock} WHERE id IN ("
@@ -262,7 +274,7 @@ class Claims:
             "run_at": retry_at if retry_at is not None else now,
             "failed_at": None if retry_at is not None else now,
         }
-        return conn.execute(self._fail, params).rowcount == 1
+        return conn.execute(self._fail if retry_at is not None else self._give_up, params).rowcount == 1
 
     def reschedule(
         self, conn: Connection, job_id: int, next_run: datetime, now: datetime, error: str | None
@@ -298,10 +310,17 @@ class Claims:
         return held
 
 
+# A job that ends failed here frees its unique key (SET sees the row's old values).
+_FREE_KEY = (
+    "unique_key = CASE WHEN attempts >= :max_attempts AND reoccur_in IS NULL AND cron IS NULL THEN NULL "
+    "ELSE unique_key END, "
+)
 _release_dead = _stmt(
     "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, last_error = :error, "
     "failed_at = CASE WHEN attempts >= :max_attempts AND reoccur_in IS NULL AND cron IS NULL THEN :now "
-    "ELSE NULL END, updated_at = :now "
+    # run_at = run_at: on PostgreSQL the NOTIFY trigger (UPDATE OF run_at) wakes idle
+    # workers, for the released job and for the slot of its concurrency key.
+    "ELSE NULL END, " + _FREE_KEY + "run_at = run_at, updated_at = :now "
     "WHERE locked_by IN :names AND failed_at IS NULL",
     "names",
 )
@@ -309,7 +328,7 @@ _release_expired = _stmt(
     "UPDATE delayed_jobs SET locked_at = NULL, locked_by = NULL, "
     "last_error = 'lease expired: its worker stopped renewing it and is presumed dead', "
     "failed_at = CASE WHEN attempts >= :max_attempts AND reoccur_in IS NULL AND cron IS NULL THEN :now "
-    "ELSE NULL END, updated_at = :now "
+    "ELSE NULL END, " + _FREE_KEY + "updated_at = :now "
     "WHERE locked_at < :expired AND failed_at IS NULL"
 )
 

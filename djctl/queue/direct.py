@@ -10,7 +10,7 @@ store it), and then run on the driver's own connection, checked out of djctl's p
   under the engine's ``synchronous=FULL``.
 
 Other databases, and inserts inside a caller's session, go through SQLAlchemy as before
-(``enqueue._insert_rows``). Driver errors are raised as SQLAlchemy's ``DBAPIError``
+(``queue/inserts.py``). Driver errors are raised as SQLAlchemy's ``DBAPIError``
 subclasses, as the SQLAlchemy path raises them, and a connection the driver reports
 dead is discarded from the pool.
 """

@@ -13,6 +13,7 @@ from sqlalchemy import Column, Connection, Dialect, Engine, Integer, MetaData, S
 from sqlalchemy.engine.mock import MockConnection
 
 from djctl.clock import utcnow
+from djctl.queue import limits_schema
 from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes, djctl_task_results
 
 version_metadata = MetaData()
@@ -83,6 +84,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "name the default queue", _name_the_default_queue),
     Migration(4, "create djctl_task_results", _create_djctl_task_results),
     Migration(5, "add djctl_processes.progress", _add_process_progress),
+    Migration(7, "concurrency limits, throttles and unique keys", limits_schema.add_limits),
 ]
 
 LATEST = MIGRATIONS[-1].version
@@ -140,9 +142,11 @@ def _upgrade(engine: Engine) -> list[Migration]:
 class _Script(MockConnection):
     """A connection that runs nothing: it keeps each statement, compiled for its dialect."""
 
-    def __init__(self, dialect: Dialect):
+    def __init__(self, dialect: Dialect, fresh: bool):
         super().__init__(dialect, self._keep)
         self.statements: list[str] = []
+        self.fresh = fresh
+        """The script starts from an empty database: its tables are made as declared now."""
 
     def _keep(self, statement, parameters=None) -> None:
         compiled = statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
@@ -162,7 +166,7 @@ def script(dialect: Dialect, from_version: int) -> str:
     pending = [m for m in MIGRATIONS if m.version > from_version]
     if not pending:
         return ""
-    conn = _Script(dialect)
+    conn = _Script(dialect, fresh=from_version == 0)
     if from_version == 0:
         schema_migrations.create(conn)
     for migration in pending:

@@ -27,7 +27,9 @@ LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
-_open = text("failed_at IS NULL AND locked_at IS NULL")
+_open = text("failed_at IS NULL AND locked_at IS NULL AND gate IS NULL")
+_gated = text("gate IS NOT NULL AND failed_at IS NULL")
+_unique = text("unique_key IS NOT NULL")
 _locked = text("locked_by IS NOT NULL")
 _scheduled = text("schedule_key IS NOT NULL")
 
@@ -50,6 +52,17 @@ delayed_jobs = Table(
     Column("schedule_key", String(255)),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    # Limits (see queue/gates.py): a job with a gate is claimed only through its gate,
+    # "concurrency:<key>" (at most concurrency_limit held at once) or "throttle:<key>"
+    # (at most throttle_limit starts per throttle_period_ms). unique_key is held while
+    # the job is queued (unique_while "queued") or until it ends ("running").
+    Column("gate", String(255)),
+    Column("concurrency_limit", Integer),
+    Column("throttle_key", String(255)),
+    Column("throttle_limit", Integer),
+    Column("throttle_period_ms", BigInteger),
+    Column("unique_key", String(255)),
+    Column("unique_while", String(16)),
     # The claim walks this index in order and stops after read_ahead rows; on
     # PostgreSQL and SQLite it holds only claimable rows, so failed, running and
     # finished rows never slow it down. MySQL has no partial indexes: there the
@@ -65,6 +78,7 @@ delayed_jobs = Table(
         "delayed_jobs_claim_mysql",
         "failed_at",
         "locked_at",
+        "gate",
         "priority",
         "run_at",
     ).ddl_if(dialect=("mysql", "mariadb")),  # type: ignore[arg-type]  # a tuple of names is documented; the stub says str
@@ -78,6 +92,14 @@ delayed_jobs = Table(
     ).ddl_if(dialect=("postgresql", "sqlite")),  # type: ignore[arg-type]  # a tuple of names is documented; the stub says str
     # Counting per queue and priority (stats, the console) reads only this index.
     Index("delayed_jobs_depth", "queue", "priority", "failed_at", "locked_at", "run_at"),
+    # Gated jobs, per gate: its waiting jobs in claim order and how many it holds. Only
+    # gated rows where partial indexes exist, so keyless jobs never maintain it.
+    Index("delayed_jobs_gate", "gate", "locked_at", "priority", "run_at",
+          postgresql_where=_gated, sqlite_where=_gated),
+    # A second enqueue of a unique key finds the first by this constraint, never by a
+    # read-then-write race.
+    Index("delayed_jobs_unique_key", "unique_key", unique=True,
+          postgresql_where=_unique, sqlite_where=_unique),
     # Few rows are locked and fewer are schedules: where partial indexes exist these
     # hold only those rows, so enqueues and completions do not maintain them for every
     # job, and PostgreSQL's planner is not tempted to delete through them.
@@ -89,6 +111,25 @@ delayed_jobs = Table(
     # its row is deleted, and a worker's journal, the log or an operator's `retry 214`
     # would then name a different job.
     sqlite_autoincrement=True,
+)
+
+# One row per gate ever used (tiny): the claim locks a gate's row while it counts what
+# the gate holds and claims, so two workers never both take its last slot.
+djctl_gates = Table(
+    "djctl_gates",
+    metadata,
+    Column("name", String(255), primary_key=True),
+)
+
+# The starts of throttled jobs within their period: a throttle admits a start when fewer
+# than its limit fall within the period before it. Older rows are deleted as it goes.
+djctl_throttle_starts = Table(
+    "djctl_throttle_starts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Index("djctl_throttle_starts_name", "name", "started_at"),
 )
 
 # One row per supervised process, written on every heartbeat of its supervisor. The

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from djctl import config
 from djctl.handlers import display_name
+from djctl.queue.gates import describe
 from djctl.queue.schema import Timestamp, delayed_jobs
 
 Group = tuple[str | None, int]
@@ -30,9 +31,37 @@ class Depth:
     scheduled: int
     running: int
     failed: int
+    # Keyword-only, so that Depth and QueueRow keep their positional fields.
+    waiting: int = field(default=0, kw_only=True)
+    """Ready, but waiting for a slot of their concurrency key or for their throttle (not in ``ready``)."""
+    waiting_on: dict[str, int] = field(default_factory=dict, kw_only=True)
+    """How many of ``waiting`` wait on each gate (``concurrency:<key>``, ``throttle:<key>``)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _with_waiting(conn: Connection, rows: list[Depth], now: datetime) -> list[Depth]:
+    """``rows`` with the jobs that wait on a gate counted as waiting, not ready. Read from
+    the gate index, which holds gated jobs only: nothing to read when no job has a key."""
+    found: dict[Group, dict[str, int]] = {}
+    for queue, priority, gate, n in conn.execute(_WAITING, {"now": now}):
+        found.setdefault((queue, int(priority)), {})[gate] = int(n)
+    if not found:
+        return rows
+    out = []
+    for d in rows:
+        on = found.get((d.queue, d.priority), {})
+        waiting = sum(on.values())
+        out.append(replace(d, ready=d.ready - waiting, waiting=waiting, waiting_on=on))
+    return out
+
+
+_WAITING = text(
+    "SELECT queue, priority, gate, COUNT(*) FROM delayed_jobs "
+    "WHERE gate IS NOT NULL AND failed_at IS NULL AND locked_at IS NULL AND run_at <= :now "
+    "GROUP BY queue, priority, gate"
+).bindparams(bindparam("now", type_=Timestamp))
 
 
 def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
@@ -48,7 +77,7 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     if found is None:
         rows = [Depth(q, int(p), int(a), int(b), int(c), int(d))
                 for q, p, a, b, c, d in conn.execute(_DEPTH, {"now": now})]
-        return _default_first(rows)
+        return _default_first(_with_waiting(conn, rows, now))
     t = delayed_jobs.c
     out = []
     for group in found:
@@ -62,7 +91,7 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
             _count(and_(where, t.failed_at.is_not(None))),
         )).one()
         out.append(Depth(group[0], group[1], *(int(n) for n in counts)))
-    return _default_first(out)
+    return _default_first(_with_waiting(conn, out, now))
 
 
 def queue_label(queue: str | None) -> str:
@@ -126,11 +155,13 @@ def _count(where):
 
 
 def render_depth(rows: list[Depth]) -> str:
-    """The ``djctl stats`` table."""
-    header = ("queue", "priority", "ready", "scheduled", "running", "failed")
+    """The ``djctl stats`` table; the waiting column and the gates waited on only when a
+    job waits on one."""
+    gated = any(d.waiting for d in rows)
+    header = ("queue", "priority", "ready", *(("waiting",) if gated else ()), "scheduled", "running", "failed")
     body = [
         (queue_label(d.queue), str(d.priority), str(d.ready),
-         str(d.scheduled), str(d.running), str(d.failed))
+         *((str(d.waiting),) if gated else ()), str(d.scheduled), str(d.running), str(d.failed))
         for d in rows
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -140,7 +171,19 @@ def render_depth(rows: list[Depth]) -> str:
         lines.append("  ".join(cells).rstrip())
     if not body:
         lines.append("(no jobs)")
+    if gated:
+        lines += ["", *render_waiting(rows)]
     return "\n".join(lines)
+
+
+def render_waiting(rows: list[Depth]) -> list[str]:
+    """One line per gate that jobs wait on: ``12 jobs wait for a slot of account:42``."""
+    total: dict[str, int] = {}
+    for d in rows:
+        for gate, n in d.waiting_on.items():
+            total[gate] = total.get(gate, 0) + n
+    return [f"{n} job{'s' if n != 1 else ''} wait{'s' if n == 1 else ''} for {describe(gate)}"
+            for gate, n in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 # --- Failed jobs and the oldest ready job: more queries the console shares. ---
@@ -286,13 +329,14 @@ def count_failed(conn: Connection, groups: Sequence[Group], flt: FailedFilter = 
 
 
 def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> dict[Group, datetime]:
-    """The run_at of the oldest ready job of each group that has one."""
+    """The run_at of the oldest ready job of each group that has one (waiting on no key)."""
     t = delayed_jobs.c
     found: dict[Group, datetime] = {}
     if len(groups) > _MANY_GROUPS:  # one grouped statement, as for queue_depth
         wanted = set(groups)
         stmt = (select(t.queue, t.priority, func.min(t.run_at))
-                .where(t.failed_at.is_(None), t.locked_at.is_(None), t.run_at <= now).group_by(t.queue, t.priority))
+                .where(t.failed_at.is_(None), t.locked_at.is_(None), t.gate.is_(None), t.run_at <= now)
+                .group_by(t.queue, t.priority))
         for queue, priority, oldest in conn.execute(stmt):
             if (queue, int(priority)) in wanted:
                 found[(queue, int(priority))] = oldest
@@ -303,7 +347,8 @@ def oldest_ready(conn: Connection, now: datetime, groups: Sequence[Group]) -> di
     # default queue, whose IS NULL PostgreSQL does not treat as an equality for ordering.
     parts = [
         select(literal(i).label("g"), t.run_at.label("oldest"))
-        .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None))
+        # gate IS NULL: jobs that wait on a key are not ready, and the claim index holds no other.
+        .where(_in_group(g), t.failed_at.is_(None), t.locked_at.is_(None), t.gate.is_(None))
         .order_by(t.queue, t.priority, t.run_at).limit(1).subquery()
         for i, g in enumerate(groups)
     ]

@@ -225,7 +225,8 @@ class DatabaseSource:
             processes = self._processes(conn, ps, now)
             left = sum(n for g, n in stats.left_unrun(conn).items() if flt.wants(g[0]))
         queues = tuple(QueueRow(d.queue, d.priority, d.ready, d.scheduled, d.running, d.failed,
-                                oldest.get((d.queue, d.priority))) for d in depth)
+                                oldest.get((d.queue, d.priority)), waiting=d.waiting, waiting_on=d.waiting_on)
+                       for d in depth)
         if ps is None:
             supervision = Supervision(False, note=why)
         else:

@@ -125,19 +125,40 @@ class QueuePanel(Panel):
     def show(self, frame: Frame) -> None:
         rows = frame.snapshot.queues
         # The deepest first: on a small screen the queues that back up are the ones shown.
-        deepest = sorted(rows, key=lambda q: (-q.ready, -q.failed, stats.queue_label(q.queue), q.priority))
+        deepest = sorted(rows, key=lambda q: (-q.ready - q.waiting, -q.failed, stats.queue_label(q.queue), q.priority))
         self._by_key = {f"{stats.queue_label(q.queue)}|{q.priority}": q for q in deepest}
         self.query_one(RowTable).fill([
-            (k, (stats.queue_label(q.queue), str(q.priority), str(q.ready), str(q.scheduled), str(q.running),
+            (k, (stats.queue_label(q.queue), str(q.priority), _ready(q), str(q.scheduled), str(q.running),
                  Text(str(q.failed), style="red" if q.failed else ""), age(_since(frame.now, q.oldest_ready))))
             for k, q in self._by_key.items()
         ])
         total = [sum(getattr(q, f) for q in rows) for f in ("ready", "scheduled", "running", "failed")]
-        self.border_subtitle = "total: {} ready · {} scheduled · {} running · {} failed".format(*total)
+        self.border_subtitle = (_waiting(rows) +
+                                "total: {} ready · {} scheduled · {} running · {} failed".format(*total))
 
     def selected(self) -> QueueRow | None:
         key = self.query_one(RowTable).selected_key()
         return getattr(self, "_by_key", {}).get(key) if key else None
+
+
+def _ready(q: QueueRow) -> Text | str:
+    """Ready jobs, and those that wait on a key (``3+40w``: 40 wait for a slot or a throttle)."""
+    if not q.waiting:
+        return str(q.ready)
+    return Text.assemble(str(q.ready), (f"+{q.waiting}w", "yellow"))
+
+
+def _waiting(rows: Sequence[QueueRow]) -> str:
+    """``40 waiting on account:42 (+2 keys) · ``: what ready jobs wait for, when some do."""
+    on: dict[str, int] = {}
+    for q in rows:
+        for gate, n in q.waiting_on.items():
+            on[gate] = on.get(gate, 0) + n
+    if not on:
+        return ""
+    gate = max(on, key=lambda g: (on[g], g))
+    others = f" (+{len(on) - 1} key{'s' if len(on) > 2 else ''})" if len(on) > 1 else ""
+    return f"{sum(on.values())} waiting on {gate.split(':', 1)[1]}{others} · "
 
 
 class ThroughputPanel(Panel):

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, bindparam, text
 from djctl import api, clock
 from djctl.queue import doorbell
 from djctl.queue.claims import ClaimedJob, Claims
+from djctl.queue.gates import Gates
 from djctl.recurrence import next_run
 from djctl.worker import recovery
 from djctl.worker.messages import Outcome
@@ -75,6 +76,7 @@ class Rounds:
                  max_attempts: int, destroy_failed: bool, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.database_url = database_url
         self.claims = claims
+        self.gates = Gates(claims.dialect, claims.locked_by, claims.filter)
         self.lease = lease
         self.max_attempts = max_attempts
         self.destroy_failed = destroy_failed
@@ -108,6 +110,8 @@ class Rounds:
                     recovery.recover(conn, now, self.lease if self._judging() else None, self.max_attempts)
                 if r.claim > 0:
                     jobs, deleted = self.claims.complete_and_claim(conn, r.claim, now, complete=done)
+                    if self.gates.due(len(jobs), r.claim):
+                        jobs += self.gates.claim(conn, max(r.claim - len(jobs), 1), now)
                     lost |= self._still_there(conn, set(done) - deleted)
         except Exception:
             self.drop()

@@ -214,13 +214,15 @@ def test_stats_counts_per_queue_and_priority(db_url, cli, engine):
     r = cli("stats", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
+    none = {"waiting": 0, "waiting_on": {}}  # no job waits on a concurrency key or a throttle
     assert data == [
-        {"queue": "default", "priority": 0, "ready": 2, "scheduled": 1, "running": 0, "failed": 0},
-        {"queue": "mail", "priority": -3, "ready": 1, "scheduled": 0, "running": 0, "failed": 0},
-        {"queue": "mail", "priority": 0, "ready": 0, "scheduled": 0, "running": 1, "failed": 0},
-        {"queue": "mail", "priority": 5, "ready": 0, "scheduled": 0, "running": 0, "failed": 1},
+        {"queue": "default", "priority": 0, "ready": 2, "scheduled": 1, "running": 0, "failed": 0, **none},
+        {"queue": "mail", "priority": -3, "ready": 1, "scheduled": 0, "running": 0, "failed": 0, **none},
+        {"queue": "mail", "priority": 0, "ready": 0, "scheduled": 0, "running": 1, "failed": 0, **none},
+        {"queue": "mail", "priority": 5, "ready": 0, "scheduled": 0, "running": 0, "failed": 1, **none},
     ]
-    assert all(list(d) == ["queue", "priority", "ready", "scheduled", "running", "failed"] for d in data)
+    assert all(list(d) == ["queue", "priority", "ready", "scheduled", "running", "failed", "waiting", "waiting_on"]
+               for d in data)
 
     r = cli("stats")
     assert r.returncode == 0, r.stderr
@@ -299,3 +301,19 @@ def test_a_database_that_does_not_answer_is_one_line(capsys, monkeypatch):
             assert err.count("\n") == 1 and err.startswith("djctl: cannot connect to "), err
     finally:
         config._current = previous
+
+
+def test_stats_shows_jobs_waiting_on_a_key_and_the_key(db_url, cli, engine):
+    from djctl.queue.gates import Gates
+
+    djctl.enqueue_many([jobs.Fail()] * 3, concurrency_key="account:42")
+    djctl.enqueue(jobs.Fail())
+    with engine.begin() as conn:  # one of the key's jobs runs elsewhere: its only slot is held
+        assert len(Gates(engine.dialect.name, "host:x pid:1").claim(conn, 5, utcnow())) == 1
+    data = json.loads(cli("stats", "--json").stdout)
+    assert [(d["ready"], d["waiting"], d["running"], d["waiting_on"]) for d in data] == \
+        [(1, 2, 1, {"concurrency:account:42": 2})]
+    out = cli("stats").stdout.splitlines()
+    assert out[0].split() == ["queue", "priority", "ready", "waiting", "scheduled", "running", "failed"]
+    assert out[1].split() == ["default", "0", "1", "2", "0", "1", "0"]
+    assert out[3] == "2 jobs wait for a slot of account:42"

@@ -214,3 +214,20 @@ def test_up_warns_when_its_workers_have_no_app_to_run(app):
     (app.dir / "Procfile").write_text("worker: djctl work --app tests.jobs\n")
     assert no_app.run("up", "--formation", "worker=1").stderr == ""
     no_app.cli("down")
+
+
+def test_a_command_set_up_for_another_database_than_the_supervisor_here_says_so(app, tmp_path):
+    """A newcomer's shell without DJ_DATABASE_URL, beside a supervisor started with it:
+    ps and stats warn that they name another database than its workers use."""
+    (app.dir / "Procfile").write_text(f"worker: {says('w')}\n")
+    app.run("up")
+    app.wait_up(1)
+    other = tmp_path / "other.sqlite3"
+    shell = App(app.dir, {**app.env, "DJ_DATABASE_URL": f"sqlite:///{other}"}, app.db_url)
+    shell.run("db", "upgrade")
+    warning = "djctl: warning: the supervisor here works on "
+    for args in (("ps",), ("stats",)):
+        said = shell.run(*args).stderr.strip()
+        assert said.startswith(warning) and f"but this command's settings name sqlite:{other}" in said, said
+    assert warning not in app.run("stats").stderr and warning not in app.run("ps").stderr
+    app.cli("down")

@@ -95,7 +95,7 @@ def test_a_real_prometheus_scrapes_depths_latency_and_counters_that_match_the_da
     def depths_match() -> bool:
         database = {}
         for row in json.loads(app.cli("stats", "--json").stdout):
-            for state in ("ready", "scheduled", "running", "failed"):
+            for state in ("ready", "waiting", "scheduled", "running", "failed"):
                 database[(row["queue"] or "default", str(row["priority"]), state)] = float(row[state])
         for target in (port, other_port):  # each supervisor says what the database says
             scraped = {(dict(k)["queue"], dict(k)["priority"], dict(k)["state"]): v

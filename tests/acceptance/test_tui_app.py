@@ -364,3 +364,22 @@ async def test_a_real_workers_outcomes_are_what_the_throughput_counts(db, djctl_
         app.run("down")
     finally:
         app.kill_everything()
+
+
+@pilot_test
+async def test_jobs_waiting_on_a_key_show_as_waiting_with_the_key(db):
+    from djctl.queue.gates import Gates
+    from tests.support.rows import utcnow
+
+    djctl.enqueue_many([Touch("/dev/null", f"a{i}") for i in range(4)], concurrency_key="account:42")
+    djctl.enqueue(Touch("/dev/null", "plain"))
+    engine = api.engine(db)
+    with engine.begin() as conn:  # one job of the key runs elsewhere: its only slot is held
+        assert len(Gates(engine.dialect.name, "host:elsewhere pid:1").claim(conn, 5, utcnow())) == 1
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        panel = app.query_one(QueuePanel)
+        await loaded(pilot, app, lambda: "waiting" in str(panel.border_subtitle))
+        assert str(panel.border_subtitle).startswith("3 waiting on account:42 · total: 1 ready")
+        row = panel.query_one("RowTable").get_row_at(0)
+        assert [str(c) for c in row[:5]] == ["default", "0", "1+3w", "0", "1"]

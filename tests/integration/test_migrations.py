@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 from collections.abc import Iterator
@@ -173,3 +174,74 @@ def test_a_database_at_version_4_gets_the_progress_column(empty_url, reference_u
     again = upgrade(empty_url, env)
     assert again.stdout.splitlines()[0] == "Applied migration 5: add djctl_processes.progress"
     assert snapshot(empty_url).get("djctl_processes") == snapshot(reference_url)["djctl_processes"]
+
+
+# What migration 7 (limits) changed, undone: a database as djctl left it at version 4.
+_OLD_CLAIM_INDEXES = {
+    "postgresql": ["CREATE INDEX delayed_jobs_claim ON delayed_jobs (priority, run_at) "
+                   "WHERE failed_at IS NULL AND locked_at IS NULL",
+                   "CREATE INDEX delayed_jobs_claim_queue ON delayed_jobs (queue, priority, run_at) "
+                   "WHERE failed_at IS NULL AND locked_at IS NULL"],
+    "mysql": ["CREATE INDEX delayed_jobs_claim_mysql ON delayed_jobs (failed_at, locked_at, priority, run_at)"],
+}
+_OLD_CLAIM_INDEXES["sqlite"] = _OLD_CLAIM_INDEXES["postgresql"]
+
+
+def _as_of_version_4(url: str) -> None:
+    eng = create_engine(store.normalize_url(url))
+    kind = "mysql" if eng.dialect.name in ("mysql", "mariadb") else eng.dialect.name
+    on = " ON delayed_jobs" if kind == "mysql" else ""
+    with eng.begin() as conn:
+        conn.execute(text("DROP TABLE djctl_gates"))
+        conn.execute(text("DROP TABLE djctl_throttle_starts"))
+        names = ["delayed_jobs_gate", "delayed_jobs_unique_key"]
+        names += ["delayed_jobs_claim_mysql"] if kind == "mysql" else ["delayed_jobs_claim", "delayed_jobs_claim_queue"]
+        for name in names:
+            conn.execute(text(f"DROP INDEX {name}{on}"))
+        for column in ("gate", "concurrency_limit", "throttle_key", "throttle_limit", "throttle_period_ms",
+                       "unique_key", "unique_while"):
+            conn.execute(text(f"ALTER TABLE delayed_jobs DROP COLUMN {column}"))
+        for ddl in _OLD_CLAIM_INDEXES[kind]:
+            conn.execute(text(ddl))
+        conn.execute(text("DELETE FROM djctl_schema_migrations WHERE version >= 7"))
+    eng.dispose()
+
+
+def test_upgrading_from_version_4_keeps_every_queued_job_runnable(empty_url, reference_url, env, tmp_path):
+    """Limits' acceptance 6: queued jobs written by djctl at version 4 are all kept and run
+    after `db upgrade`, and the upgraded schema is the declared one."""
+    from djctl import payload
+    from djctl.handlers import encode_job
+    from tests.jobs import Touch
+
+    assert upgrade(empty_url, env).returncode == 0
+    _as_of_version_4(empty_url)
+    out = tmp_path / "ran"
+    eng = create_engine(store.normalize_url(empty_url))
+    with eng.begin() as conn:
+        for i in range(30):
+            conn.execute(text(
+                "INSERT INTO delayed_jobs (handler, priority, attempts, run_at, queue, created_at, updated_at) "
+                "VALUES (:h, :p, 0, :t, :q, :t, :t)"),
+                {"h": payload.dumps(encode_job(Touch(str(out), f"job{i}"))), "p": i % 3,
+                 "q": "mail" if i % 2 else "default", "t": dt.datetime(2026, 1, 1)})
+        ids = sorted(conn.execute(text("SELECT id FROM delayed_jobs")).scalars())
+    eng.dispose()
+
+    up = upgrade(empty_url, env)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.splitlines()[0] == "Applied migration 7: concurrency limits, throttles and unique keys"
+    got, want = snapshot(empty_url), snapshot(reference_url)
+    got.pop("schema_migrations", None)
+    for name in want:
+        for part in want[name]:
+            assert got[name][part] == want[name][part], (name, part)
+
+    eng = create_engine(store.normalize_url(empty_url))
+    with eng.connect() as conn:
+        assert sorted(conn.execute(text("SELECT id FROM delayed_jobs")).scalars()) == ids
+    eng.dispose()
+    work = subprocess.run(djctl_cmd("--database-url", empty_url, "workoff"), env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert work.returncode == 0, work.stderr
+    assert sorted(out.read_text().split()) == sorted(f"job{i}" for i in range(30))

@@ -28,6 +28,7 @@ from djctl.contrib.django import compat
 from djctl.contrib.django.database import UnsupportedDatabase, url_for, utcnow
 from djctl.contrib.django.job import TaskJob
 from djctl.contrib.django.results import Results, StoredResult, present, to_task_result
+from djctl.limits import Limits
 from djctl.queue import doorbell, migrations
 
 APP = "djctl.contrib.django"
@@ -43,6 +44,13 @@ class DjctlTask(compat.Task):
 
     max_attempts: int | None = None
     max_run_time: float | None = None
+    # djctl's limits (djctl.enqueue's options), each a value or a function of the call's
+    # arguments: @task(concurrency_key=lambda account_id: f"account:{account_id}").
+    concurrency_key: Any = None
+    concurrency_limit: Any = None
+    unique_key: Any = None
+    unique_while: Any = None
+    throttle: Any = None
 
 
 class DjctlBackend(compat.BaseTaskBackend):
@@ -93,10 +101,14 @@ class DjctlBackend(compat.BaseTaskBackend):
             retention=self.retention,
         )
         handler = payload.dumps(handlers.encode_job(job))
+        limits = _limits(task, args, kwargs)
         results = Results(self.database)
         with transaction.atomic(using=self.database):
             # delayed_job runs lower numbers first; Django runs higher priorities first.
-            job_id = results.insert_job(handler, -task.priority, task.queue_name, _utc(task.run_after) or now, now)
+            job_id, added = results.insert_job(handler, -task.priority, task.queue_name,
+                                               _utc(task.run_after) or now, now, limits)
+            if not added:  # a queued job holds the unique key: it stands for this call
+                return self._existing(job_id, limits["unique_key"])
             results.insert(result_id, job_id, task.module_path, self.alias, task.queue_name, task.priority,
                            _utc(task.run_after), args, kwargs, now)
         url = url_for(self.database)
@@ -108,6 +120,12 @@ class DjctlBackend(compat.BaseTaskBackend):
             return_value=None), task)
         compat.task_enqueued.send(type(self), task_result=result)
         return result
+
+    def _existing(self, job_id: int, key: str) -> Any:
+        result_id = Results(self.database).result_of(job_id)
+        if result_id is None:
+            raise ValueError(f"unique key {key!r} is held by job {job_id}, which is not a Django task")
+        return self._get_result(result_id)
 
     def get_result(self, result_id: str) -> Any:
         """The task's result as stored now; ``TaskResultDoesNotExist`` if there is none (or it was pruned).
@@ -190,6 +208,16 @@ def _closing_connections(fn: Any, *args: Any) -> Any:
         return fn(*args)
     finally:
         connections.close_all()
+
+
+def _limits(task: Any, args: list, kwargs: dict) -> dict:
+    """The task's limit columns for this call (its functions applied to the arguments);
+    TypeError or ValueError, naming the option, before anything is written."""
+    given = {}
+    for name in ("concurrency_key", "concurrency_limit", "unique_key", "unique_while", "throttle"):
+        value = getattr(task, name, None)
+        given[name] = value(*args, **kwargs) if callable(value) else value
+    return Limits(**given).validated().columns()
 
 
 def _utc(when: datetime | None) -> datetime | None:

@@ -13,11 +13,18 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from djctl.contrib.django import compat
 from djctl.contrib.django.database import from_db, to_db, utcnow
+from djctl.queue.gates import gate_names
+
+_ENSURE_GATE = {
+    "postgresql": "INSERT INTO djctl_gates (name) VALUES (%s) ON CONFLICT DO NOTHING",
+    "sqlite": "INSERT INTO djctl_gates (name) VALUES (%s) ON CONFLICT DO NOTHING",
+    "mysql": "INSERT INTO djctl_gates (name) VALUES (%s) ON DUPLICATE KEY UPDATE name = name",
+}
 
 READY, RUNNING, SUCCESSFUL, FAILED = "READY", "RUNNING", "SUCCESSFUL", "FAILED"
 
@@ -57,18 +64,58 @@ class Results:
     def vendor(self) -> str:
         return connections[self.alias].vendor
 
-    def insert_job(self, handler: str, priority: int, queue: str, run_at: datetime, now: datetime) -> int:
-        """Insert a ``delayed_jobs`` row on Django's connection, in its transaction; its id."""
+    def insert_job(self, handler: str, priority: int, queue: str, run_at: datetime, now: datetime,
+                   limits: dict | None = None) -> tuple[int, bool]:
+        """Insert a ``delayed_jobs`` row on Django's connection, in its transaction: its id,
+        and True. With a unique key a queued job holds: that job's id, and False."""
         vendor = self.vendor
-        sql = ("INSERT INTO delayed_jobs (handler, priority, queue, run_at, attempts, created_at, updated_at) "
-               "VALUES (%s, %s, %s, %s, 0, %s, %s)")
-        params = [handler, priority, queue, to_db(run_at, vendor), to_db(now, vendor), to_db(now, vendor)]
+        names = [n for n, v in (limits or {}).items() if v is not None]
+        columns = ", ".join(["handler", "priority", "queue", "run_at", "attempts", "created_at", "updated_at", *names])
+        sql = f"INSERT INTO delayed_jobs ({columns}) VALUES ({', '.join(['%s'] * (7 + len(names)))})"
+        params = [handler, priority, queue, to_db(run_at, vendor), 0, to_db(now, vendor), to_db(now, vendor),
+                  *((limits or {})[n] for n in names)]
         with connections[self.alias].cursor() as cursor:
-            if vendor == "postgresql":
-                cursor.execute(sql + " RETURNING id", params)
-                return int(cursor.fetchone()[0])
-            cursor.execute(sql, params)
-            return int(cursor.lastrowid)
+            for gate in gate_names([limits or {}]):
+                cursor.execute(_ENSURE_GATE[vendor], [gate])
+            if (limits or {}).get("unique_key") is None:
+                return self._insert(cursor, sql, params), True
+            return self._insert_unique(cursor, sql, params, limits["unique_key"])  # type: ignore[index]
+
+    def _insert(self, cursor: Any, sql: str, params: list) -> int:
+        if self.vendor == "postgresql":
+            cursor.execute(sql + " RETURNING id", params)
+            return int(cursor.fetchone()[0])
+        cursor.execute(sql, params)
+        return int(cursor.lastrowid)
+
+    def _insert_unique(self, cursor: Any, sql: str, params: list, key: str) -> tuple[int, bool]:
+        """The unique index decides (see djctl.queue.inserts): insert, else the holder's id."""
+        for _ in range(20):
+            if self.vendor in ("postgresql", "sqlite"):
+                cursor.execute(sql + " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id",
+                               params)
+                row = cursor.fetchone()
+                if row is not None:
+                    return int(row[0]), True
+            else:
+                try:
+                    with transaction.atomic(using=self.alias):  # a savepoint: the duplicate undoes only this
+                        return self._insert(cursor, sql, params), True
+                except IntegrityError as e:
+                    if not e.args or e.args[0] != 1062:  # ER_DUP_ENTRY
+                        raise
+            cursor.execute("SELECT id FROM delayed_jobs WHERE unique_key = %s", [key])
+            row = cursor.fetchone()
+            if row is not None:
+                return int(row[0]), False
+        raise RuntimeError(f"unique key {key!r} was taken and freed 20 times while this task was enqueued; try again")
+
+    def result_of(self, job_id: int) -> str | None:
+        """The id of the result of job ``job_id``, if it is a Django task."""
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute("SELECT id FROM djctl_task_results WHERE job_id = %s", [job_id])
+            row = cursor.fetchone()
+        return None if row is None else str(row[0])
 
     def insert(self, result_id: str, job_id: int, task_path: str, backend: str, queue_name: str, priority: int,
                run_after: datetime | None, args: list, kwargs: dict, now: datetime) -> None:

@@ -72,3 +72,14 @@ def with_context(context, x: int) -> dict:
 @task
 def not_json_arg(value) -> None:
     return None
+
+
+@task(unique_key=lambda user: f"welcome:{user}")
+def welcome(user: int) -> int:
+    return user
+
+
+@task(concurrency_key=lambda account: f"account:{account}", concurrency_limit=1)
+def sync(account: int) -> int:
+    _note(f"sync {account}")
+    return account
