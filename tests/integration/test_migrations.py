@@ -168,9 +168,6 @@ def test_a_database_at_version_4_gets_the_progress_column(empty_url, reference_u
         conn.execute(text("ALTER TABLE djctl_processes DROP COLUMN progress"))
         conn.execute(text("DELETE FROM djctl_schema_migrations WHERE version = 5"))
     eng.dispose()
-    script = subprocess.run(djctl_cmd("--database-url", empty_url, "db", "upgrade", "--sql"), env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert "ALTER TABLE djctl_processes ADD COLUMN progress VARCHAR(255);" in script.stdout
     again = upgrade(empty_url, env)
     assert again.stdout.splitlines()[0] == "Applied migration 5: add djctl_processes.progress"
     assert snapshot(empty_url).get("djctl_processes") == snapshot(reference_url)["djctl_processes"]
