@@ -111,15 +111,18 @@ class App:
         return psutil.Process(self.supervisor_pid()).children()
 
     def ours(self) -> list[psutil.Process]:
-        """Every live process started for this app (its state dir is in its environment)."""
+        """Every live process started for this app: its state dir is in its environment, or
+        it runs in the app's directory (a worker's title, once set, covers what
+        /proc/PID/environ shows, so its environment can no longer be read)."""
         found = []
+        home = self.dir.resolve()
         for p in psutil.process_iter():
             if p.pid == os.getpid():
                 continue
             try:
                 if p.status() == psutil.STATUS_ZOMBIE:
                     continue
-                if p.environ().get("DJ_STATE_DIR") == str(self.state):
+                if p.environ().get("DJ_STATE_DIR") == str(self.state) or Path(p.cwd()) == home:
                     found.append(p)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
