@@ -18,7 +18,7 @@ from djctl.cli.base import Failure, UsageFailure, _first_line, connect, import_a
 from djctl.daemon.paths import ensure_private_dir
 from djctl.queue import admin, migrations
 from djctl.queue import engines as store
-from djctl.queue.stats import queue_depth, render_depth
+from djctl.queue.stats import is_paused, paused_queues, queue_depth, render_depth
 
 
 def _queues(value: str | None) -> list[str] | None:
@@ -138,14 +138,16 @@ def _refusal(outcome: admin.Outcome) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per queue and priority.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Queue depth per queue and priority: ready, scheduled, running, failed."""
+    """Queue depth per queue and priority: ready, scheduled, running, failed; and which
+    queues are paused."""
     eng = connect(settings(ctx), create=False)
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = queue_depth(conn, api.utc_naive(api.now()))
+        paused = paused_queues(conn)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in rows]))
+        click.echo(json.dumps([{**r.as_dict(), "paused": is_paused(paused, r.queue)} for r in rows]))
     else:
-        click.echo(render_depth(rows))
+        click.echo(render_depth(rows, paused))
 
 
 @click.group()

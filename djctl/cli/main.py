@@ -6,7 +6,7 @@ import os
 
 import click
 
-from djctl.cli import console, jobs, logs, schedules, supervisor, systemd
+from djctl.cli import console, control, jobs, logs, schedules, supervisor, systemd
 from djctl.cli.base import Group
 
 
@@ -25,6 +25,7 @@ def main(ctx: click.Context, database_url: str | None, app: str | None, director
 
 
 for command in (jobs.work, jobs.workoff, jobs.clear, jobs.retry, jobs.stats, jobs.db, jobs.demo, jobs.bench,
-                schedules.schedules, schedules.unschedule, logs.logs, console.top, systemd.systemd):
+                schedules.schedules, schedules.unschedule, logs.logs, console.top, systemd.systemd,
+                *control.COMMANDS):
     main.add_command(command)
 supervisor.register(main)

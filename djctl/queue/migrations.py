@@ -13,7 +13,7 @@ from sqlalchemy import Column, Connection, Dialect, Engine, Integer, MetaData, S
 from sqlalchemy.engine.mock import MockConnection
 
 from djctl.clock import utcnow
-from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes, djctl_task_results
+from djctl.queue.schema import Timestamp, delayed_jobs, djctl_paused_queues, djctl_processes, djctl_task_results
 
 version_metadata = MetaData()
 schema_migrations = Table(
@@ -65,11 +65,16 @@ def _create_djctl_task_results(conn: Connection) -> None:
     djctl_task_results.create(conn)
 
 
+def _create_djctl_paused_queues(conn: Connection) -> None:
+    djctl_paused_queues.create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create delayed_jobs", _create_delayed_jobs),
     Migration(2, "create djctl_processes", _create_djctl_processes),
     Migration(3, "name the default queue", _name_the_default_queue),
     Migration(4, "create djctl_task_results", _create_djctl_task_results),
+    Migration(6, "create djctl_paused_queues", _create_djctl_paused_queues),
 ]
 
 LATEST = MIGRATIONS[-1].version
