@@ -187,19 +187,17 @@ def pause(engine: Engine, queues: Queues, by: str, force: bool = False) -> Switc
     p = djctl_paused_queues.c
     now = clock.utcnow()
     with engine.begin() as conn:
-        changed, unchanged, unknown = [], [], []
+        before = paused_queues(conn)
         for name in names:
             known = true() if force or name in (EVERY_QUEUE, _label(None)) else _used(name)
             fresh = ~exists().where(p.queue == name)
             row = select(literal(name, String), literal(now, Timestamp), literal(by, String)).where(known, fresh)
-            added = conn.execute(insert(djctl_paused_queues).from_select(
-                [p.queue, p.paused_at, p.paused_by], row)).rowcount
-            if added:
-                changed.append(name)
-            elif name in paused_queues(conn):
-                unchanged.append(name)
-            else:
-                unknown.append(name)
+            conn.execute(insert(djctl_paused_queues).from_select([p.queue, p.paused_at, p.paused_by], row))
+        # Not the rowcount: psycopg gives none for INSERT ... SELECT.
+        after = paused_queues(conn)
+        changed = [n for n in names if n in after and n not in before]
+        unchanged = [n for n in names if n in before]
+        unknown = [n for n in names if n not in after]
         if unknown:
             conn.rollback()
             return Switched(unknown=tuple(unknown))

@@ -215,12 +215,12 @@ def test_stats_counts_per_queue_and_priority(db_url, cli, engine):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data == [
-        {"queue": "default", "priority": 0, "ready": 2, "scheduled": 1, "running": 0, "failed": 0},
-        {"queue": "mail", "priority": -3, "ready": 1, "scheduled": 0, "running": 0, "failed": 0},
-        {"queue": "mail", "priority": 0, "ready": 0, "scheduled": 0, "running": 1, "failed": 0},
-        {"queue": "mail", "priority": 5, "ready": 0, "scheduled": 0, "running": 0, "failed": 1},
+        {"queue": "default", "priority": 0, "ready": 2, "scheduled": 1, "running": 0, "failed": 0, "paused": False},
+        {"queue": "mail", "priority": -3, "ready": 1, "scheduled": 0, "running": 0, "failed": 0, "paused": False},
+        {"queue": "mail", "priority": 0, "ready": 0, "scheduled": 0, "running": 1, "failed": 0, "paused": False},
+        {"queue": "mail", "priority": 5, "ready": 0, "scheduled": 0, "running": 0, "failed": 1, "paused": False},
     ]
-    assert all(list(d) == ["queue", "priority", "ready", "scheduled", "running", "failed"] for d in data)
+    assert all(list(d) == ["queue", "priority", "ready", "scheduled", "running", "failed", "paused"] for d in data)
 
     r = cli("stats")
     assert r.returncode == 0, r.stderr
