@@ -219,8 +219,7 @@ class Loop:
                 self._say(f"Job (id={job_id}) was taken over by another worker before it started; skipped")
             running = self.inflight.sent[0] if self.inflight.sent else None
             if running is not None and running.started is not None and running.job.id not in got.held:
-                self._stop_running(p, f"Job {running.name} (id={running.job.id}) claim lost "
-                                      f"(taken over by another worker); stopped")
+                self._watch(p, lost=True)
         self._reported(p, got.lost)
         if not self.inflight.sent and not p.pending:
             # Everything the executor finished is recorded and nothing is in its hands.
@@ -294,15 +293,18 @@ class Loop:
         self.rounds.unsure = True  # the next round gives back what is locked in our name
         self.guard.clear()
 
-    def _watch(self, p: Pass) -> None:
-        """Stop the running job if its claim is gone: cancelled, cleared or taken over."""
+    def _watch(self, p: Pass, lost: bool = False) -> None:
+        """Stop the running job if its claim is gone (or is known ``lost``), saying why:
+        cancelled, cleared or taken over."""
         running = self.inflight.sent[0]
         try:
             gone = self.rounds.lost([running.job.id])
         except DBAPIError:
-            return  # the next round says what is wrong; the lease guard stands by meanwhile
-        if running.job.id in gone:
-            self._stop_running(p, stopped(running.name, running.job.id, gone[running.job.id]))
+            if not lost:
+                return  # the next round says what is wrong; the lease guard stands by meanwhile
+            gone = {running.job.id: ""}
+        if lost or running.job.id in gone:
+            self._stop_running(p, stopped(running.name, running.job.id, gone.get(running.job.id, "")))
 
     def _stop_running(self, p: Pass, message: str) -> None:
         """Kill the running job (its claim is gone); the ones queued behind it wait again."""
