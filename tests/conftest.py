@@ -19,7 +19,7 @@ from tests.support.rows import count
 from tests.support.waiting import wait_for
 
 # Fixtures shared by more than one tier (systemd's notify socket).
-pytest_plugins = ["tests.support.notify"]
+pytest_plugins = ["tests.support.notify", "tests.support.logs"]
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

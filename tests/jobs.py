@@ -10,7 +10,7 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path  # noqa: F401 - tests name tests.jobs:Path, a class from outside
+from pathlib import Path  # tests also name tests.jobs:Path, a class from outside
 
 import djctl
 
@@ -36,6 +36,38 @@ class Fail:
 
     def perform(self) -> None:
         raise RuntimeError(self.message)
+
+
+@djctl.job
+@dataclass
+class FailFirst:
+    """Raises on its first run, succeeds afterwards."""
+
+    path: str
+
+    def perform(self) -> None:
+        marker = Path(self.path)
+        if not marker.exists():
+            marker.write_text("")
+            raise RuntimeError("the first run fails\nwith a second line")
+        with open(marker, "a") as f:
+            f.write("ran\n")
+
+
+@djctl.job
+@dataclass
+class HangFirst:
+    """Hangs on its first run (until its worker is killed); later runs append a line."""
+
+    path: str
+
+    def perform(self) -> None:
+        marker = Path(self.path)
+        if not marker.exists():
+            marker.write_text("")
+            time.sleep(120)
+        with open(marker, "a") as f:
+            f.write("ran\n")
 
 
 def add_line(path: str, text: str) -> None:

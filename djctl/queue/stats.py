@@ -65,6 +65,11 @@ def queue_depth(conn: Connection, now: datetime) -> list[Depth]:
     return _default_first(out)
 
 
+def queue_label(queue: str | None) -> str:
+    """A queue's name as shown: jobs an older djctl stored with no queue are the default queue's."""
+    return config.current().default_queue if queue is None else queue
+
+
 def _default_first(rows: list[Depth]) -> list[Depth]:
     """The default queue first (and jobs an older djctl stored with no queue), then by name and priority."""
     first = (None, config.current().default_queue)
@@ -156,8 +161,7 @@ def paused_queues(conn: Connection) -> dict[str, Pause]:
 
 def is_paused(paused: dict[str, Pause], queue: str | None) -> bool:
     """Whether no worker claims from ``queue`` (None: the default queue) under ``paused``."""
-    name = config.current().default_queue if queue is None else queue
-    return name in paused or EVERY_QUEUE in paused
+    return queue_label(queue) in paused or EVERY_QUEUE in paused
 
 
 def render_depth(rows: list[Depth], paused: dict[str, Pause] | None = None) -> str:
@@ -166,8 +170,7 @@ def render_depth(rows: list[Depth], paused: dict[str, Pause] | None = None) -> s
     paused = paused or {}
     header = ("queue", "priority", "ready", "scheduled", "running", "failed")
     body = [
-        ((d.queue if d.queue is not None else config.current().default_queue)
-         + (" (paused)" if is_paused(paused, d.queue) else ""), str(d.priority), str(d.ready),
+        (queue_label(d.queue) + (" (paused)" if is_paused(paused, d.queue) else ""), str(d.priority), str(d.ready),
          str(d.scheduled), str(d.running), str(d.failed))
         for d in rows
     ]

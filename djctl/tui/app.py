@@ -23,6 +23,7 @@ from textual.worker import get_current_worker
 from djctl import api, config
 from djctl.daemon import client
 from djctl.errors import one_line as _one_line
+from djctl.queue import stats
 from djctl.tui.dashboard import Dashboard, status_line
 from djctl.tui.dialogs import ConfirmScreen, FilterScreen, HelpScreen, TracebackScreen
 from djctl.tui.keys import ACTIONS
@@ -30,7 +31,7 @@ from djctl.tui.logscreen import LogScreen
 from djctl.tui.logtail import EventFollower, LogFollower, Throughput
 from djctl.tui.logview import LogPanel
 from djctl.tui.messages import Done, Loaded, TracebackLoaded
-from djctl.tui.sources import ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source, queue_label, utcnow
+from djctl.tui.sources import ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source, utcnow
 from djctl.tui.table import RowTable
 from djctl.tui.tracebacks import own_frames_first
 from djctl.tui.widgets import FailedPanel, Frame, Panel, ProcessPanel, QueuePanel
@@ -203,7 +204,7 @@ class DjctlTop(App[None]):
             return
         jobs = sum(q.ready + q.scheduled + q.running + q.failed for q in self.snapshot.queues
                    if q.queue == row.queue) if self.snapshot else 0
-        self._confirm(f"Clear queue {queue_label(row.queue)}: delete all its {jobs} jobs, of every priority?",
+        self._confirm(f"Clear queue {stats.queue_label(row.queue)}: delete all its {jobs} jobs, of every priority?",
                       lambda: _jobs("Deleted", self.source.clear_queue(row.queue)), verb="Clear")
 
     def action_filter(self) -> None:

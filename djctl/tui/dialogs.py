@@ -10,8 +10,9 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from djctl import config
 from djctl.tui.keys import HELP
-from djctl.tui.sources import DEFAULT_QUEUE, JobFilter
+from djctl.tui.sources import JobFilter
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -51,7 +52,7 @@ class FilterScreen(ModalScreen["JobFilter | None"]):
         with Grid(id="dialog"):
             yield Label("Filter (empty: everything; Enter applies, Esc cancels)", id="filter-title")
             yield Label("queue")
-            yield Input(self.current.queue or "", placeholder=f"name, or {DEFAULT_QUEUE}", id="queue")
+            yield Input(self.current.queue or "", placeholder=f"name, or {config.current().default_queue}", id="queue")
             yield Label("job class")
             yield Input(self.current.job_class, placeholder="e.g. Newsletter (its name, not its arguments)",
                         id="job_class")

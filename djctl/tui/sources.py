@@ -34,19 +34,13 @@ from djctl.queue.schema import delayed_jobs, djctl_processes
 from djctl.worker import identity
 
 Clock = Callable[[], datetime]
-DEFAULT_QUEUE = "default"
-"""How the console names the default (NULL) queue, in its tables and its filter."""
 FAILED_LIMIT = 100
-
-
-def queue_label(queue: str | None) -> str:
-    return DEFAULT_QUEUE if queue is None else queue
 
 
 @dataclass(frozen=True)
 class JobFilter:
     """What the operator narrowed the view to with ``/``: a queue (None: every queue;
-    :data:`DEFAULT_QUEUE` the default one), a job class and a free text (substrings,
+    the default queue's name, as configured, the default one), a job class and a free text (substrings,
     any case; empty matches all). Failed-job actions on "all shown" obey it."""
 
     queue: str | None = None
@@ -54,7 +48,7 @@ class JobFilter:
     text: str = ""
 
     def wants(self, queue: str | None) -> bool:
-        return self.queue is None or self.queue == queue_label(queue)
+        return self.queue is None or self.queue == stats.queue_label(queue)
 
     @property
     def failed(self) -> stats.FailedFilter:

@@ -16,8 +16,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Sparkline, Static
 
+from djctl.queue import stats
 from djctl.queue.stats import FailedJob
-from djctl.tui.sources import ProcessRow, QueueRow, Snapshot, queue_label
+from djctl.tui.sources import ProcessRow, QueueRow, Snapshot
 from djctl.tui.table import Column, RowTable
 from djctl.tui.tracebacks import own_frames_first
 
@@ -123,10 +124,10 @@ class QueuePanel(Panel):
     def show(self, frame: Frame) -> None:
         rows = frame.snapshot.queues
         # The deepest first: on a small screen the queues that back up are the ones shown.
-        deepest = sorted(rows, key=lambda q: (-q.ready, -q.failed, queue_label(q.queue), q.priority))
-        self._by_key = {f"{queue_label(q.queue)}|{q.priority}": q for q in deepest}
+        deepest = sorted(rows, key=lambda q: (-q.ready, -q.failed, stats.queue_label(q.queue), q.priority))
+        self._by_key = {f"{stats.queue_label(q.queue)}|{q.priority}": q for q in deepest}
         self.query_one(RowTable).fill([
-            (k, (queue_label(q.queue), str(q.priority), str(q.ready), str(q.scheduled), str(q.running),
+            (k, (stats.queue_label(q.queue), str(q.priority), str(q.ready), str(q.scheduled), str(q.running),
                  Text(str(q.failed), style="red" if q.failed else ""), age(_since(frame.now, q.oldest_ready))))
             for k, q in self._by_key.items()
         ])
@@ -199,7 +200,7 @@ class FailedPanel(Panel):
 
     @staticmethod
     def _cells(j: FailedJob, now: datetime) -> tuple:
-        return (str(j.id), j.name, queue_label(j.queue), str(j.priority), str(j.attempts),
+        return (str(j.id), j.name, stats.queue_label(j.queue), str(j.priority), str(j.attempts),
                 age(now - j.failed_at) + " ago", Text(j.error, style="red", overflow="ellipsis", no_wrap=True))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

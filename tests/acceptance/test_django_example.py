@@ -20,9 +20,8 @@ import pytest
 pytest.importorskip("django")
 httpx = pytest.importorskip("httpx")
 
-from tests.integration.djproject.harness import fresh_database  # noqa: E402 - after the importorskip above
 from tests.support.commands import ROOT  # noqa: E402 - after the importorskip above
-from tests.support.databases import KINDS  # noqa: E402 - after the importorskip above
+from tests.support.databases import KINDS, fresh_database  # noqa: E402 - after the importorskip above
 from tests.support.waiting import wait_for  # noqa: E402 - after the importorskip above
 
 EXAMPLE = ROOT / "examples" / "django"

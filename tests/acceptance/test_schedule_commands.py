@@ -19,9 +19,9 @@ from djctl import api
 from djctl.queue.schema import delayed_jobs
 from djctl.schedules import schedule, schedules
 from djctl.worker.worker import Worker
-from tests.jobs import Touch
+from tests.jobs import FailFirst, HangFirst, Touch
 from tests.support.commands import djctl_cmd
-from tests.support.rows import count
+from tests.support.rows import count, only_row
 from tests.support.waiting import wait_for
 
 UTC = timezone.utc
@@ -44,49 +44,12 @@ class StampPeriod:
             f.write(f"{due.isoformat()} {time.time():.6f}\n")
 
 
-@djctl.job
-@dataclass
-class FailFirst:
-    """Raises on its first run, succeeds afterwards."""
-
-    path: str
-
-    def perform(self) -> None:
-        marker = Path(self.path)
-        if not marker.exists():
-            marker.write_text("")
-            raise RuntimeError("the first run fails\nwith a second line")
-        with open(marker, "a") as f:
-            f.write("ran\n")
-
-
-@djctl.job
-@dataclass
-class HangFirst:
-    """Hangs on its first run (until its worker is killed); later runs append a line."""
-
-    path: str
-
-    def perform(self) -> None:
-        marker = Path(self.path)
-        if not marker.exists():
-            marker.write_text("")
-            time.sleep(120)
-        with open(marker, "a") as f:
-            f.write("ran\n")
-
-
 def nightly_cleanup() -> None:
     """A function scheduled by name."""
 
 
 def quiet() -> Worker:
     return Worker(sleep_delay=0.05, log=lambda _line: None)
-
-
-def the_row():
-    with api.engine().connect() as conn:
-        return conn.execute(select(delayed_jobs)).one()
 
 
 def start_workers(n: int, env: dict, tmp_path: Path) -> tuple[list[subprocess.Popen], list[Path]]:
@@ -185,12 +148,12 @@ def test_djctl_retry_runs_a_schedule_now_and_it_keeps_recurring(db_url: str, djc
     schedule(Touch(str(out), "run"), every=timedelta(hours=1), key="hourly",
              now=api.now() + timedelta(minutes=30))
     assert quiet().work_off() == (0, 0)  # not due for half an hour
-    job_id = the_row().id
+    job_id = only_row().id
     result = run(djctl_env, "retry", str(job_id))
     assert result.returncode == 0, result.stderr
     assert quiet().work_off() == (1, 0)
     assert out.read_text() == "run\n"
-    row = the_row()
+    row = only_row()
     assert row.run_at > api.utc_naive(api.now()) + timedelta(minutes=59) and row.failed_at is None
 
 
@@ -211,8 +174,8 @@ def test_a_recurring_job_whose_worker_is_killed_runs_again_and_keeps_its_schedul
     (proc,), _ = start_workers(1, dict(djctl_env, DJ_ALLOW=__name__), tmp_path)
     try:
         wait_for(marker.exists, message="the first run to start")
-        due = the_row().run_at
-        assert the_row().locked_by.endswith(f"pid:{proc.pid}")
+        due = only_row().run_at
+        assert only_row().locked_by.endswith(f"pid:{proc.pid}")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -220,6 +183,6 @@ def test_a_recurring_job_whose_worker_is_killed_runs_again_and_keeps_its_schedul
     # Another worker on this host finds the claim of a dead process and gives it back.
     wait_for(lambda: quiet().work_off() == (1, 0), message="the interrupted period to run again")
     assert marker.read_text() == "ran\n"
-    row = the_row()
+    row = only_row()
     assert row.failed_at is None and row.attempts == 0 and row.locked_by is None
     assert row.run_at == due + timedelta(hours=1)

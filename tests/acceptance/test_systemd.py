@@ -25,27 +25,12 @@ import pytest
 
 from djctl.cli.base import Failure
 from djctl.cli.systemd import install_unit, uninstall_unit
-from djctl.daemon.systemd.install import find_djctl, install, uninstall, unit_options
+from djctl.daemon.systemd.install import install, uninstall
 from djctl.daemon.systemd.units import UnitOptions, render_unit
+from tests.support.systemd import DJCTL, needs_djctl, options, parse
 
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
-DJCTL = find_djctl()
-pytestmark = pytest.mark.skipif(DJCTL is None, reason="the djctl script is not installed")
-
-
-def parse(text: str) -> dict[str, dict[str, list[str]]]:
-    """A unit's directives by section; a key may repeat, as systemd allows."""
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            current = sections.setdefault(line.strip("[]"), {})
-            continue
-        key, _, value = line.partition("=")
-        current.setdefault(key, []).append(value)
-    return sections
+pytestmark = needs_djctl
 
 
 def verify(text: str, user: bool, tmp_path: Path) -> list[str]:
@@ -66,17 +51,6 @@ def verify(text: str, user: bool, tmp_path: Path) -> list[str]:
     said = (done.stdout + done.stderr).splitlines()
     assert done.returncode == 0, said
     return [line for line in said if "djctl" in line]
-
-
-def options(user: bool, tmp_path: Path, env_file: bool = False, **overrides: object) -> UnitOptions:
-    app = tmp_path / "app"
-    app.mkdir(exist_ok=True)
-    env = None
-    if env_file:
-        env = tmp_path / "djctl.env"
-        env.write_text("DJ_DATABASE_URL=sqlite:////srv/app/jobs.sqlite3\n")
-    opts = unit_options(user, app, env, djctl=DJCTL, environ={})
-    return UnitOptions(**{**opts.__dict__, **overrides})
 
 
 @pytest.mark.parametrize("env_file", [False, True], ids=["no-env-file", "env-file"])

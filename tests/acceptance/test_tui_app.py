@@ -11,6 +11,7 @@ import functools
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import text
@@ -25,6 +26,7 @@ from djctl.tui.sources import DatabaseSource
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel
 from djctl.worker.worker import Worker
 from tests.jobs import Fail, Touch
+from tests.support.app import App
 from tests.support.commands import djctl_cmd
 from tests.support.rows import count
 from tests.support.waiting import wait_for
@@ -338,3 +340,27 @@ async def test_the_command_palette_runs_the_same_actions(db):
         await pilot.pause(0.5)
         await pilot.press("enter")
         await until(pilot, lambda: count(db, "failed_at IS NOT NULL") == 0, message="all retried")
+
+
+@pilot_test
+async def test_a_real_workers_outcomes_are_what_the_throughput_counts(db, djctl_env, tmp_path):
+    """The console's throughput counts the outcomes a real worker under ``djctl up``
+    reports — through the events the two share in code, not a copied log line."""
+    app = App(tmp_path / "app", djctl_env, db, procfile="worker: djctl work\n", DJ_MAX_ATTEMPTS="1")
+    try:
+        app.run("up")
+        out = tmp_path / "out"
+        djctl.enqueue_many([Touch(str(out), str(i)) for i in range(5)])
+        djctl.enqueue(Fail("for the chart"))
+        wait_for(lambda: count(db) == 1 and count(db, "failed_at IS NOT NULL") == 1, 60,
+                 message="five jobs done and one failed for good")
+        top = DjctlTop(DatabaseSource(config.current().replace(state_dir=app.state)), refresh=0.2)
+        async with top.run_test(size=SIZE) as pilot:
+            def counted() -> tuple[int, int]:
+                done, failed = top.throughput.series(datetime.now(timezone.utc))
+                return sum(done), sum(failed)
+            await until(pilot, lambda: counted() == (5, 1), timeout=30,
+                        message="5 completed and 1 failed in the console's throughput")
+        app.run("down")
+    finally:
+        app.kill_everything()

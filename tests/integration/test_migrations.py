@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -15,37 +13,18 @@ from sqlalchemy.engine import make_url
 from djctl.queue import engines as store
 from djctl.queue import migrations, schema
 from tests.support.commands import djctl_cmd
-from tests.support.databases import URLS, database_url
-
-
-def _new_database(kind: str, tmp_path: Path, label: str) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / f'{label}.sqlite3'}"
-        return
-    database_url(kind, tmp_path)  # skips (or fails in CI) when the server is not there
-    base = store.normalize_url(URLS[kind])
-    name = f"djctl_m{os.getpid()}_{label}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if kind == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
-        admin.dispose()
+from tests.support.databases import fresh_database
 
 
 @pytest.fixture
 def empty_url(db_kind, tmp_path) -> Iterator[str]:
-    yield from _new_database(db_kind, tmp_path, "empty")
+    yield from fresh_database(db_kind, tmp_path, "empty")
 
 
 @pytest.fixture
 def reference_url(db_kind, tmp_path) -> Iterator[str]:
     """A database made straight from the declared tables (schema.metadata), no migrations."""
-    for url in _new_database(db_kind, tmp_path, "ref"):
+    for url in fresh_database(db_kind, tmp_path, "ref"):
         eng = store.make_engine(url)
         schema.metadata.create_all(eng)
         migrations.version_metadata.create_all(eng)

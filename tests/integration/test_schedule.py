@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
-import djctl
 from djctl import api
 from djctl.queue.schema import delayed_jobs
 from djctl.schedules import schedule, schedules, unschedule
 from djctl.worker.worker import Worker
-from tests.jobs import Touch
-from tests.support.rows import count
+from tests.jobs import FailFirst, Touch
+from tests.support.rows import count, only_row
 from tests.support.waiting import wait_for
 
 UTC = timezone.utc
-
-
-@djctl.job
-@dataclass
-class FailFirst:
-    """Raises on its first run, succeeds afterwards."""
-
-    path: str
-
-    def perform(self) -> None:
-        marker = Path(self.path)
-        if not marker.exists():
-            marker.write_text("")
-            raise RuntimeError("the first run fails\nwith a second line")
-        with open(marker, "a") as f:
-            f.write("ran\n")
 
 
 def nightly_cleanup() -> None:
@@ -46,26 +27,21 @@ def quiet() -> Worker:
     return Worker(sleep_delay=0.05, log=lambda _line: None)
 
 
-def the_row():
-    with api.engine().connect() as conn:
-        return conn.execute(select(delayed_jobs)).one()
-
-
 # -- acceptance 3: a run that raises does not stop the schedule -------------------------------------
 
 
 def test_a_run_that_raises_is_recorded_and_the_next_period_still_runs(db_url: str, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     schedule(FailFirst(str(marker)), every=timedelta(seconds=1), key="flaky")
-    first_due = the_row().run_at
+    first_due = only_row().run_at
     assert quiet().work_off() == (0, 1)
-    row = the_row()
+    row = only_row()
     assert row.failed_at is None and row.attempts == 0 and row.locked_by is None
     assert row.last_error.startswith("RuntimeError: the first run fails")
     assert row.run_at > first_due and row.last_run_at is not None
     wait_for(lambda: quiet().work_off() == (1, 0), message="the next period to run")
     assert marker.read_text() == "ran\n"
-    row = the_row()
+    row = only_row()
     assert row.last_error is None and row.failed_at is None
 
 
@@ -81,7 +57,7 @@ def test_scheduling_twice_with_one_key_leaves_one_schedule_with_the_new_options(
     (info,) = schedules()
     assert (info.key, info.queue, info.priority, info.every) == ("report", "reports", 5, timedelta(hours=1))
     assert info.next_run == start  # same recurrence: the next run is kept
-    assert '"b"' in the_row().handler
+    assert '"b"' in only_row().handler
     schedule(Touch(out, "b"), cron="0 3 * * *", tz="Europe/Berlin", key="report", now=later)
     (info,) = schedules()
     assert (info.every, info.cron, info.tz, info.queue, info.priority) == (

@@ -12,7 +12,7 @@ import djctl
 from djctl import api, config
 from djctl.queue import stats
 from djctl.queue.schema import delayed_jobs
-from djctl.tui.sources import DEFAULT_QUEUE, ActionError, DatabaseSource, JobFilter
+from djctl.tui.sources import ActionError, DatabaseSource, JobFilter
 from djctl.worker import identity
 from djctl.worker.worker import Worker
 from tests.jobs import Fail, Touch
@@ -154,7 +154,7 @@ def test_queue_filter_and_actions(db_url):
     source = DatabaseSource(config.current())
     snap = source.snapshot(JobFilter(queue="mail"))
     assert [q.queue for q in snap.queues] == ["mail"] and [j.id for j in snap.failed] == [b]
-    snap = source.snapshot(JobFilter(queue=DEFAULT_QUEUE))
+    snap = source.snapshot(JobFilter(queue="default"))
     assert [q.queue for q in snap.queues] == ["default"] and [j.id for j in snap.failed] == [a]
     assert "RuntimeError: a" in source.traceback(a) and "Traceback" in source.traceback(a)
 

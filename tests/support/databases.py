@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,23 @@ def database_url(kind: str, tmp_path: Path) -> str:
         pytest.skip(message)
     _truncate(url)
     return url
+
+
+def fresh_database(kind: str, tmp_path: Path, label: str = "fresh") -> Iterator[str]:
+    """A database of ``kind`` with no table at all, dropped afterwards (skips when its server is away)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{label}.sqlite3'}"
+        return
+    database_url(kind, tmp_path)  # skips (or fails in CI) when the server is not there
+    base = store.normalize_url(URLS[kind])
+    name = f"djctl_{label}{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if kind == "postgresql" else ""
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
+        admin.dispose()

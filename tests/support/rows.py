@@ -49,3 +49,9 @@ def registered(url: str) -> list[dict]:
     """The processes supervisors have registered (host, name, pid)."""
     with api.engine(url).connect().execution_options(sqlite_read=True) as conn:
         return [dict(r) for r in conn.execute(text("SELECT host, name, pid FROM djctl_processes")).mappings()]
+
+
+def only_row():
+    """The one row of ``delayed_jobs`` (fails unless there is exactly one)."""
+    with api.engine().connect() as conn:
+        return conn.execute(select(delayed_jobs)).one()

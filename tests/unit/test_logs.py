@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import stat
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,56 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from djctl.daemon.logs import LogFilter, LogLine, LogWriter, follow, tail
-
-UTC = timezone.utc
-T0 = datetime(2026, 11, 22, 10, 4, 5, 123456, tzinfo=UTC)
-
-
-def ticking_clock(start: datetime = T0) -> callable:
-    """A clock that advances one microsecond per call."""
-    counter = itertools.count()
-    return lambda: start + timedelta(microseconds=next(counter))
-
-
-def files_oldest_first(path: Path) -> list[Path]:
-    backups = sorted(path.parent.glob(path.name + ".*"), key=lambda p: int(p.suffix[1:]))
-    return list(reversed(backups)) + ([path] if path.exists() else [])
+from tests.support.logs import T0, consume_until, files_oldest_first, messages, take, ticking_clock
 
 
 def all_lines(path: Path) -> list[str]:
     return [line for f in files_oldest_first(path) for line in f.read_text().splitlines()]
-
-
-def messages(lines: list[str]) -> list[str]:
-    parsed = [LogLine.parse(line) for line in lines]
-    assert None not in parsed, lines
-    return [p.message for p in parsed]
-
-
-@pytest.fixture
-def stop() -> Iterator[threading.Event]:
-    """A stop event for follow() that a watchdog sets after 60 s, so a follower that
-    misses a line fails the test (next() raises StopIteration) instead of hanging it."""
-    event = threading.Event()
-    watchdog = threading.Timer(60.0, event.set)
-    watchdog.start()
-    yield event
-    watchdog.cancel()
-
-
-def consume_until(lines: Iterator[str], last: str) -> Iterator[str]:
-    """Iterate ``lines`` up to and including the one that ends with ``last``."""
-    for line in lines:
-        yield line
-        if line.endswith(last):
-            return
-    pytest.fail(f"follow stopped before {last!r} arrived")
-
-
-def take(lines: Iterator[str], count: int) -> list[str]:
-    got = list(itertools.islice(lines, count))
-    assert len(got) == count, f"follow stopped after {len(got)} of {count} lines"
-    return got
 
 
 # --- the line format -------------------------------------------------------------------

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from djctl.daemon.systemd.install import find_djctl, unit_options
 from djctl.daemon.systemd.units import (
     DEFAULT_GRACE_SECONDS,
     SystemdError,
@@ -16,36 +15,10 @@ from djctl.daemon.systemd.units import (
     render_unit,
     unit_path,
 )
+from tests.support.systemd import DJCTL, needs_djctl, options, parse
 
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
-DJCTL = find_djctl()
-pytestmark = pytest.mark.skipif(DJCTL is None, reason="the djctl script is not installed")
-
-
-def parse(text: str) -> dict[str, dict[str, list[str]]]:
-    """A unit's directives by section; a key may repeat, as systemd allows."""
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            current = sections.setdefault(line.strip("[]"), {})
-            continue
-        key, _, value = line.partition("=")
-        current.setdefault(key, []).append(value)
-    return sections
-
-
-def options(user: bool, tmp_path: Path, env_file: bool = False, **overrides: object) -> UnitOptions:
-    app = tmp_path / "app"
-    app.mkdir(exist_ok=True)
-    env = None
-    if env_file:
-        env = tmp_path / "djctl.env"
-        env.write_text("DJ_DATABASE_URL=sqlite:////srv/app/jobs.sqlite3\n")
-    opts = unit_options(user, app, env, djctl=DJCTL, environ={})
-    return UnitOptions(**{**opts.__dict__, **overrides})
+pytestmark = needs_djctl
 
 
 def test_system_unit(tmp_path: Path) -> None:

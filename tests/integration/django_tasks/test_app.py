@@ -19,10 +19,9 @@ from tests.integration.djproject.harness import (
     SETTINGS,
     DjangoDB,
     django_urls,
-    fresh_database,
 )
 from tests.support.commands import ROOT
-from tests.support.databases import KINDS
+from tests.support.databases import KINDS, fresh_database
 
 
 @pytest.fixture(params=KINDS)

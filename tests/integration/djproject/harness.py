@@ -13,17 +13,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 
-from djctl.queue import engines as store
 from tests.support.commands import ROOT
-from tests.support.databases import IN_CI, KINDS, URLS, _errors, _server_database, database_url
+from tests.support.databases import IN_CI, KINDS, URLS, _errors, _server_database
 
 SETTINGS = "tests.integration.djproject.settings"
 ALIASES = {"sqlite": "default", "postgresql": "postgresql", "mysql": "mysql"}
@@ -139,23 +136,3 @@ def worker_factory(django_db: DjangoDB) -> Iterator:
     yield start
     for w in started:
         w.stop()
-
-
-def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A database of ``kind`` with no table at all, dropped afterwards (skips when its server is away)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        return
-    database_url(kind, tmp_path)  # skips (or fails in CI) when the server is not there
-    base = store.normalize_url(URLS[kind])
-    name = f"djctl_dj{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if kind == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
-        admin.dispose()
