@@ -6,8 +6,6 @@ is one line on stderr, exit 2, and changes nothing.
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
 from djctl.cli.base import UsageFailure, connect, settings
@@ -15,13 +13,10 @@ from djctl.cli.base import UsageFailure, connect, settings
 
 def operator(command: str) -> str:
     """Who acts, as a pause or cancel records it: ``alice on railgun (djctl cancel)``."""
+    from djctl.queue.admin import operator as who
     from djctl.worker.identity import hostname
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "someone"
-    return f"{user} on {hostname()} ({command})"
+    return who(hostname(), command)
 
 
 def _queues(names: tuple[str, ...], every: bool, verb: str):

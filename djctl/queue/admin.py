@@ -40,6 +40,7 @@ refused, nothing changes, and the result says which ids were refused and why.
 from __future__ import annotations
 
 import enum
+import getpass
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -147,6 +148,15 @@ def delete_failed(engine: Engine, queue: QueueChoice = EVERY, flt: FailedFilter 
 CANCELLED = "Cancelled by "
 """How a cancelled job's ``last_error`` begins: a worker whose claim is gone tells a
 cancel from a takeover by it."""
+
+
+def operator(host: str, front_end: str) -> str:
+    """Who acts, as a pause or a cancel records it: ``alice on railgun (djctl cancel)``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "someone"
+    return f"{user} on {host} ({front_end})"
 
 
 def cancellable() -> ColumnElement[bool]:
