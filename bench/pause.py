@@ -6,7 +6,8 @@ the median of ``--rounds`` rounds after 10 warm-up rounds, for:
 
 - ``no pause, with check``: the claim as it is, reading djctl_paused_queues (nothing paused);
 - ``no pause, without``: the same statement with the paused-queue condition taken out (A/B:
-  both alternate round by round on one connection, over the same table);
+  they alternate round by round on one connection, over the same table), and the claim of a
+  worker started with ``--queues default``;
 - ``--held`` ready jobs in a paused queue ahead (priority -1) of the ready ones, for a worker
   of every queue (it steps over them in the claim index), and for one started with
   ``--queues default`` (it never meets them).
@@ -21,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -77,9 +77,12 @@ def measure(url: str, args: argparse.Namespace, tmp: Path) -> dict:
     engine = djctl.engine()
     dialect = engine.dialect.name
     need = (args.rounds + 10) * 10
-    fill.insert_rows(engine, 2 * need, "ready")
+    fill.insert_rows(engine, 3 * need, "ready")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE delayed_jobs SET queue = 'default' WHERE queue IS NULL"))
     out = rounds(engine, {"no pause, with check": claimer(dialect, 1, Filter()),
-                          "no pause, without": claimer(dialect, 2, Unchecked())}, args.rounds)
+                          "no pause, without": claimer(dialect, 2, Unchecked()),
+                          "no pause, --queues default": claimer(dialect, 5, Filter(("default",)))}, args.rounds)
     fill.insert_rows(engine, args.held, "ready")
     with engine.begin() as conn:
         conn.execute(text("UPDATE delayed_jobs SET queue = 'held', priority = -1 WHERE id IN "
