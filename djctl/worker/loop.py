@@ -301,7 +301,10 @@ class Loop:
             gone = self.rounds.lost([running.job.id])
         except DBAPIError:
             if not lost:
-                return  # the next round says what is wrong; the lease guard stands by meanwhile
+                # Looked again no sooner than the next round may try: the round says what is
+                # wrong, and the lease guard stands by meanwhile.
+                p.db_retry_at = self.clock() + p.db_backoff
+                return
             gone = {running.job.id: ""}
         if lost or running.job.id in gone:
             self._stop_running(p, stopped(running.name, running.job.id, gone.get(running.job.id, "")))
