@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import traceback
 from typing import Any
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -49,10 +50,29 @@ def finish(value: Any) -> Any:
     task = running.create_task(_await(value))
     try:
         return running.run_until_complete(task)
-    except BaseException:
+    except BaseException as exc:
         if not task.done():
+            # Raised in the loop, not in the job: say where the job's own code was waiting.
+            where = _where(task)
+            if where:
+                exc.add_note(where)
             _cancel(running, task)
         raise
+
+
+def _where(task: asyncio.Task) -> str:
+    """The job's coroutine stack as a traceback's lines, most recent call last."""
+    frames = []
+    awaiting: Any = task.get_coro()
+    while awaiting is not None:  # the chain of awaits, outermost first: coroutines, async generators
+        frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "ag_frame", None)
+        if frame is not None and frame.f_code is not _await.__code__:
+            frames.append(frame)
+        awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "ag_await", None)
+    if not frames:
+        return ""
+    stack = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
+    return "The job was waiting here (most recent call last):\n" + "".join(stack.format()).rstrip()
 
 
 async def _await(value: Any) -> Any:

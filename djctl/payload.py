@@ -43,6 +43,11 @@ class NotAllowed(HandlerError):
     """The handler names code outside the allowed packages."""
 
 
+class Unimportable(HandlerError):
+    """The handler's (allowed) module does not import now — it is missing, has a syntax
+    error or raises as it loads: a deploy may be under way, or a fix be on its way."""
+
+
 class MissingName(HandlerError):
     """The handler names something its (allowed, importable) module does not have: the
     code that enqueued it may be newer than the code this process loaded."""
@@ -73,11 +78,15 @@ def name_of(obj: Any) -> str:
     """``module:qualname`` for an importable class or function; TypeError for anything else."""
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
-    if not module or not qualname or "<" in qualname or module == "__main__":
-        what = qualname or type(obj).__name__
-        raise TypeError(
-            f"{what!s} cannot be named in a job: define it at module level in an importable module"
-        )
+    what = qualname or type(obj).__name__
+    if module == "__main__":
+        raise TypeError(f"{what!s} is defined in __main__ (the script being run), which workers cannot "
+                        "import: move it into a module of your app")
+    if module == "builtins":
+        raise TypeError(f"{what!s} is a Python builtin, which no app allows a worker to run: "
+                        "call it from a function of your app, and enqueue that")
+    if not module or not qualname or "<" in qualname:
+        raise TypeError(f"{what!s} cannot be named in a job: define it at module level in an importable module")
     return f"{module}:{qualname}"
 
 
@@ -94,8 +103,11 @@ def resolve(name: str, packages: Iterable[str]) -> Any:
         )
     try:
         obj: Any = importlib.import_module(module)
-    except ImportError as e:
-        raise HandlerError(f"handler names module {module!r}, which cannot be imported: {e}") from None
+    except Exception as e:  # noqa: BLE001 - importing an application module may raise anything
+        raise Unimportable(
+            f"handler names module {module!r}, which cannot be imported: {type(e).__name__}: {e}; "
+            "fix it and restart the workers (djctl restart) - the job is retried meanwhile"
+        ) from e
     for part in qualname.split("."):
         if part.startswith("__"):
             raise HandlerError(f"handler names {name!r}: dunder attributes are not allowed")

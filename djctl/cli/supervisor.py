@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -17,7 +18,15 @@ import click
 from djctl import clock, config
 from djctl.cli import base as cli
 from djctl.daemon import render
-from djctl.daemon.client import ControlError, LogFilter, NotRunning, StateDirError, SupervisorClient, ensure_state_dir
+from djctl.daemon.client import (
+    ControlError,
+    LogFilter,
+    LogLine,
+    NotRunning,
+    StateDirError,
+    SupervisorClient,
+    ensure_state_dir,
+)
 from djctl.daemon.formation import (
     FormationStore,
     ProcfileError,
@@ -145,10 +154,13 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
     umask = os.umask(0o077)
     os.umask(umask)
     plan = Plan(s, cwd, types, formation, policy, hostname(), extra_env, reload_, umask)
+    since = datetime.now(timezone.utc)
     try:
         if foreground:
             def started(processes: list[ProcessInfo]) -> None:
-                click.echo(render.started(os.getpid(), formation))
+                crashed = [p.name for p in processes if p.state is State.CRASHED]
+                click.echo(render.started_but_crashed(os.getpid(), crashed) if crashed
+                           else render.started(os.getpid(), formation))
                 _warn_if_empty(supervisor, formation)
             run_supervisor(plan, lambda _pid: None, started, echo=sys.stdout)
             return
@@ -160,20 +172,58 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
         raise cli.Failure(str(e)) from None
     except KeyboardInterrupt:
         raise cli.Failure("interrupted; the supervisor may still be starting (see djctl ps)") from None
-    click.echo(render.started(pid, formation))
-    _warn_if_empty(supervisor, formation)
-    _fail_if_crashed(supervisor, processes)
-
-
-def _fail_if_crashed(supervisor: SupervisorClient, processes: list[ProcessInfo]) -> None:
-    """Each process that did not stay up, with its own last lines; then exit 1."""
     crashed = [p.name for p in processes if p.state is State.CRASHED]
+    click.echo(render.started_but_crashed(pid, crashed) if crashed else render.started(pid, formation))
+    _warn_if_empty(supervisor, formation)
+    _warn_if_no_app(s, types, formation)
+    _fail_if_crashed(supervisor, crashed, since)
+
+
+def _fail_if_crashed(supervisor: SupervisorClient, crashed: list[str], since: datetime) -> None:
+    """Each process that did not stay up, with its own last lines written after ``since``
+    (not an earlier run's); then exit 1."""
     for name in crashed:
         click.echo(f"{name} did not stay up; its last lines:", err=True)
-        for line in supervisor.tail(_LAST_LINES, LogFilter(proc=name, source="app")) or ["(it wrote nothing)"]:
+        lines = [line for line in supervisor.tail(_LAST_LINES * 10, LogFilter(proc=name, source="app"))
+                 if (parsed := LogLine.parse(line)) is not None and parsed.at >= since]
+        for line in lines[-_LAST_LINES:] or ["(it wrote nothing)"]:
             click.echo(f"  {line}", err=True)
     if crashed:
         raise cli.Failure(render.crashed_at_once(crashed))
+
+
+def _stayed_up(supervisor: SupervisorClient, names: list[str], up_check: float, deadline: float) -> list[str]:
+    """Wait until each of ``names`` has stayed up ``up_check`` seconds or exited sooner;
+    returns those that exited sooner (as ``up`` checks its processes)."""
+    while time.monotonic() < deadline:
+        try:
+            reply = supervisor.request("ps")
+        except NotRunning:
+            return []
+        except ControlError:
+            time.sleep(0.05)  # busy for a moment: ask again
+            continue
+        bounced = [name for name in names if name in reply.get("bounced", [])]
+        states = {p["name"]: ProcessInfo.from_dict(p) for p in reply["processes"]}
+        now = datetime.now(timezone.utc)
+        settled = [name for name in names if name in bounced or (
+            name in states and states[name].state is State.UP
+            and (now - states[name].since).total_seconds() >= up_check)]
+        if len(settled) == len(names):
+            return bounced
+        time.sleep(0.1)
+    return []
+
+
+def _warn_if_no_app(s: config.Settings, types: dict[str, str], formation: dict[str, int]) -> None:
+    """Workers with no app configured may run no job: say so here, not only in the log.
+    (A Procfile command that passes --app itself is taken at its word.)"""
+    if s.app or s.allow:
+        return
+    running = [name for name, count in formation.items() if count > 0 and "--app" not in types.get(name, "")]
+    if any("djctl" in types.get(name, "") and " work" in types.get(name, "") for name in running):
+        click.echo("djctl: warning: no app configured, so workers may run no job's code and leave every job; "
+                   "set app in [tool.djctl] of pyproject.toml, DJ_APP or --app, then djctl restart", err=True)
 
 
 def _warn_if_empty(supervisor: SupervisorClient, formation: dict[str, int]) -> None:
@@ -275,6 +325,10 @@ def scale(ctx: click.Context, args: tuple[str, ...]) -> None:
         formation = parse_scale(list(args), _saved(supervisor, types), list(types))
     except ScaleError as e:
         raise cli.UsageFailure(str(e)) from None
+    elsewhere = _not_running(s, other_databases=False)
+    if elsewhere != render.not_running():
+        # Saving here would scale nothing that runs: point at the supervisor that does.
+        raise cli.Failure(f"{elsewhere}; nothing saved here")
     _setup(ctx, create=True)
     FormationStore(supervisor.formation_path).update(formation)
     click.echo(f"djctl is not running; saved {render.formation_text(formation)} for the next djctl up.")
@@ -337,6 +391,7 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
         raise cli.UsageFailure("give -p TYPE or -d NAME, not both")
     s, supervisor = _setup(ctx)
     target = type_name or process
+    since = datetime.now(timezone.utc)
     reply = _request(supervisor, "restart", target=target)
     names = reply["restarting"]
     for change in reply.get("procfile", []):
@@ -355,7 +410,10 @@ def restart(ctx: click.Context, type_name: str | None, process: str | None) -> N
                 finished = True
                 break
         time.sleep(0.05)
-    click.echo(render.restart_message(target, finished))
+    crashed = _stayed_up(supervisor, names, s.up_check, time.monotonic() + s.up_check + s.up_after + 10) \
+        if finished else []
+    click.echo(render.restart_message(target, finished, crashed))
+    _fail_if_crashed(supervisor, crashed, since)
 
 
 def _named(args: Iterable[str], formation: dict[str, int]) -> list[str]:

@@ -181,6 +181,8 @@ class Manager:
             # second code change): it goes round again.
             if name not in self._queue:
                 self._queue.append(name)
+            # Whether it stays up is asked afresh of the command it restarts with.
+            self._slots[name].bounced = False
         return names
 
     def stop_all(self) -> None:

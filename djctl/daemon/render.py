@@ -65,8 +65,9 @@ def scale_message(changed: Sequence[str], formation: Mapping[str, int]) -> str:
     return f"Scaling {', '.join(names)} processes... done, now running {running}."
 
 
-def restart_message(target: str | None, finished: bool = True) -> str:
-    """``Restarting worker processes... done`` (or ``... still going`` when the CLI gave up waiting)."""
+def restart_message(target: str | None, finished: bool = True, crashed: Sequence[str] = ()) -> str:
+    """``Restarting worker processes... done`` (or ``... still going`` when the CLI gave up
+    waiting, or ``... failed`` naming the processes that did not stay up)."""
     if target is None:
         what = "all processes"
     elif "." in target:
@@ -74,6 +75,8 @@ def restart_message(target: str | None, finished: bool = True) -> str:
     else:
         what = f"{target} processes"
     end = "done" if finished else "still restarting in the background (see djctl ps)"
+    if crashed:
+        end = f"failed: {', '.join(crashed)} did not stay up"
     return f"Restarting {what}... {end}"
 
 
@@ -194,6 +197,10 @@ def nothing_to_run(formation: Mapping[str, int], elsewhere: Mapping[str, int]) -
     if kept:
         line += f"; the saved formation also has {format_formation(kept)}, not in the Procfile"
     return line + f"; start some with djctl scale {first}=1"
+
+
+def started_but_crashed(pid: int, names: Sequence[str]) -> str:
+    return f"Started djctl supervisor (pid {pid}), but {', '.join(names)} did not stay up"
 
 
 def crashed_at_once(names: Sequence[str]) -> str:

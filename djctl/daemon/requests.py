@@ -42,6 +42,7 @@ class Requests:
             "formation": dict(self.manager.formation),
             "types": dict(self.manager.types),
             "restarting": self.manager.restarting,
+            "bounced": self.manager.bounced(),
             "supervisor": {"pid": os.getpid(), "host": self.host, "stopping": self.manager.stopping},
         }
 

@@ -13,6 +13,10 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 
 def bell_dir(key: str) -> Path:
@@ -99,6 +103,15 @@ def _bells_for(database_url: str) -> Path | None:
     if url.get_backend_name() == "postgresql":
         return None  # LISTEN/NOTIFY: the delayed_jobs trigger rings for us
     return bell_dir(store.url_key(url))
+
+
+def notify(conn: Connection) -> None:
+    """Inside a transaction that makes jobs claimable without touching ``run_at`` (claims
+    given back or released), have PostgreSQL wake its listeners at the commit — its
+    trigger fires only for new rows and new ``run_at``s. Elsewhere :func:`ring_for` after
+    the commit does it."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_notify('djctl_jobs', '')")
 
 
 def ring_for(database_url: str) -> None:

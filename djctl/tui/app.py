@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import cast
+from typing import ClassVar, cast
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import get_current_worker
@@ -44,7 +44,11 @@ class DjctlTop(App[None]):
 
     CSS_PATH = "djctl.tcss"
     TITLE = "djctl top"
-    BINDINGS = [Binding(k.key, k.action, k.label) for k in ACTIONS]
+    # Ctrl+C quits, as it ends every other djctl command (Textual would only hint at ctrl+q,
+    # and what the operator typed next would reach the console as keys).
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(Binding(k.key, k.action, k.label) for k in ACTIONS),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True)]
 
     def __init__(self, source: Source, clock: Clock = utcnow, refresh: float = 1.0, window: int = 120) -> None:
         super().__init__()
@@ -204,7 +208,8 @@ class DjctlTop(App[None]):
             return
         jobs = sum(q.ready + q.scheduled + q.running + q.failed for q in self.snapshot.queues
                    if q.queue == row.queue) if self.snapshot else 0
-        self._confirm(f"Clear queue {stats.queue_label(row.queue)}: delete all its {jobs} jobs, of every priority?",
+        what = "its one job" if jobs == 1 else f"all its {jobs} jobs"
+        self._confirm(f"Clear queue {stats.queue_label(row.queue)}: delete {what}, of every priority?",
                       lambda: _jobs("Deleted", self.source.clear_queue(row.queue)), verb="Clear")
 
     def action_pause_queue(self) -> None:

@@ -226,18 +226,20 @@ def _flush_output() -> None:
 
 def _unloadable(msg: Job, exc: Exception) -> str:
     """The replies for a job that could not be loaded: left for another worker when this
-    one has no app configured; retried when its name is missing (the code that enqueued it
-    may be newer than ours); failed for good otherwise."""
+    one has no app configured; retried when its module does not import or its name is
+    missing (a deploy may be under way, or a fix on its way); failed for good otherwise
+    (the handler itself is malformed)."""
     error = error_text(exc)
     if isinstance(exc, payload.HandlerError):
         # The finer kinds are for deciding here; the log and last_error keep one name.
-        kind = "HandlerError" if isinstance(exc, (payload.NotAllowed, payload.MissingName)) else type(exc).__name__
+        kind = "HandlerError" if isinstance(exc, (payload.NotAllowed, payload.MissingName, payload.Unimportable)) \
+            else type(exc).__name__
         error = f"{kind}: {exc}"
     settings = config.current()
     if isinstance(exc, payload.NotAllowed) and not (settings.app or settings.allow):
         return Left(msg.id, error).encode()
     retry_at = None
-    if isinstance(exc, payload.MissingName) and msg.attempts < msg.max_attempts:
+    if isinstance(exc, (payload.MissingName, payload.Unimportable)) and msg.attempts < msg.max_attempts:
         retry_at = clock.utc_naive(clock.now() + default_backoff(msg.attempts))
     started = Started(msg.id, target_name(msg.handler), 0, msg.max_attempts)
     return started.encode() + Result(msg.id, False, error, retry_at).encode()

@@ -249,7 +249,9 @@ class Loop:
             p.hold_until = self.clock() + hold
             if p.until_empty:
                 p.idle = True  # what is ready is what it may not run: the pass is over
-            self._say(f"left {left} job(s) it may not run; claiming again in {hold:g}s")
+                self._say(f"left {left} job(s) it may not run, for a worker that can")
+            else:
+                self._say(f"left {left} job(s) it may not run; claiming again in {hold:g}s")
 
     def _throughput(self, p: Pass) -> None:
         """Now and then, how many jobs ran since the last time, how fast, how many failed."""

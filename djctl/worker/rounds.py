@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, text
 
 from djctl import api, clock
+from djctl.queue import doorbell
 from djctl.queue.claims import ClaimedJob, Claims
 from djctl.recurrence import next_run
 from djctl.worker import recovery
@@ -88,16 +89,19 @@ class Rounds:
         conn = self._connection()
         jobs: list[ClaimedJob] = []
         held = None
+        released = 0
         try:
             with conn.begin():
                 if r.maintenance:
                     _read_clock(conn)
                 now = clock.utcnow()
                 done, lost = self._record(conn, r.outcomes, now, claiming=r.claim > 0)
-                self.claims.release(conn, r.release, now)
+                released = self.claims.release(conn, r.release, now)
                 if self.unsure:
                     mine = [i for (i,) in conn.execute(_mine, {"me": self.claims.locked_by}) if i not in r.known]
-                    self.claims.release(conn, mine, now)
+                    released += self.claims.release(conn, mine, now)
+                if released:
+                    doorbell.notify(conn)  # jobs given back for another worker: wake an idle one
                 if r.renew:
                     held = self.claims.renew(conn, r.waiting, now)
                 if r.maintenance:
@@ -110,6 +114,8 @@ class Rounds:
             self.unsure = True
             raise
         self.unsure = False
+        if released:
+            doorbell.ring_for(self.database_url)
         if self._connected_since is None:
             self._connected_since = self.monotonic()
         return Claimed(jobs, held, lost)

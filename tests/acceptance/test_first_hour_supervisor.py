@@ -79,13 +79,35 @@ def test_up_fails_with_the_last_lines_of_a_process_that_exits_at_once(app):
     app.env["DJ_UP_CHECK"] = "6"
     result = app.run("up", "--formation", "worker=1 mail=1", ok=False)
     assert result.returncode == 1, result.stderr
-    assert "running worker=1 mail=1" in result.stdout
+    assert "done" not in result.stdout
+    assert result.stdout.startswith("Started djctl supervisor (pid "), result.stdout
+    assert result.stdout.strip().endswith("but mail.1 did not stay up"), result.stdout
     err = result.stderr.splitlines()
     assert err[0] == "mail.1 did not stay up; its last lines:"
     assert any("No such command 'wrok'" in line and "app[mail.1]" in line for line in err[1:-1]), err
     assert err[-1] == ("djctl: mail.1 exited soon after starting; fix the command in the Procfile, then "
                        "djctl restart (the supervisor keeps retrying; djctl down stops it)")
     assert not any("worker.1" in line for line in err)
+    app.cli("down")
+
+
+def test_restart_fails_with_the_last_lines_of_a_process_that_exits_at_once(app):
+    """A restart onto a mistyped command exits 1 with the process's own words from this
+    start only, never ``done``; a fixed Procfile restarts cleanly again."""
+    (app.dir / "Procfile").write_text(f"worker: {says('fine')}\nmail: {says('mail')}\n")
+    app.env["DJ_UP_CHECK"] = "6"
+    app.run("up", "--formation", "worker=1 mail=1")
+    (app.dir / "Procfile").write_text(f"worker: {says('fine')}\nmail: djctl wrok\n")
+    result = app.cli("restart", "-p", "mail", ok=False)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout.splitlines()[-1] == "Restarting mail processes... failed: mail.1 did not stay up"
+    err = result.stderr.splitlines()
+    assert err[0] == "mail.1 did not stay up; its last lines:"
+    assert any("No such command 'wrok'" in line for line in err[1:-1]), err
+    assert not any("app[mail.1]: mail" in line for line in err), "an earlier run's lines"
+
+    (app.dir / "Procfile").write_text(f"worker: {says('fine')}\nmail: {says('mail')}\n")
+    assert app.cli("restart", "-p", "mail").stdout.splitlines()[-1] == "Restarting mail processes... done"
     app.cli("down")
 
 
@@ -104,6 +126,11 @@ def test_in_another_directory_ps_says_where_the_supervisor_runs_and_C_reaches_it
     assert result.stderr.strip() == (f"djctl: djctl is not running here, but a supervisor for this database "
                                      f"runs in {app.dir} (pid {sup}); use djctl -C {app.dir} ps")
     assert elsewhere.run("down").stdout.strip().startswith("djctl is not running here, but a supervisor")
+    scaled = elsewhere.run("scale", "worker=3", ok=False)
+    assert scaled.returncode == 1 and scaled.stderr.strip() == (
+        f"djctl: djctl is not running here, but a supervisor for this database runs in {app.dir} "
+        f"(pid {sup}); use djctl -C {app.dir} scale; nothing saved here")
+    assert not (elsewhere.dir / ".djctl" / "formation.json").exists()
     assert elsewhere.run("-C", str(app.dir), "ps").stdout.startswith(f"=== worker: {says('w')} (1)")
 
     other_db = App(tmp_path / "other", {k: v for k, v in app.env.items() if k != "DJ_DATABASE_URL"}, app.db_url)
@@ -172,3 +199,18 @@ def test_down_says_which_job_each_process_is_finishing(app, tmp_path):
     assert lines[0].startswith("Stopping djctl supervisor (pid ")
     assert lines[-1] == "done\n"
     assert runs.read_text().splitlines()[-1] == "end"
+
+
+def test_up_warns_when_its_workers_have_no_app_to_run(app):
+    """Point 2: the warning a worker without an app writes to the log is said by ``up``
+    too — unless the Procfile's command passes --app itself."""
+    env = {k: v for k, v in app.env.items() if k != "DJ_APP"}
+    no_app = App(app.dir, env, app.db_url, procfile="worker: djctl work\n")
+    result = no_app.run("up", "--formation", "worker=1")
+    assert result.stderr.strip() == (
+        "djctl: warning: no app configured, so workers may run no job's code and leave every job; "
+        "set app in [tool.djctl] of pyproject.toml, DJ_APP or --app, then djctl restart")
+    no_app.cli("down")
+    (app.dir / "Procfile").write_text("worker: djctl work --app tests.jobs\n")
+    assert no_app.run("up", "--formation", "worker=1").stderr == ""
+    no_app.cli("down")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,8 @@ def test_workoff_without_an_app_ends_and_leaves_the_jobs(db_url, djctl_env, tmp_
     worker = start(procs, tmp_path, no_app(djctl_env), "workoff")
     assert worker.wait() == 0, worker.lines
     assert worker.lines[-1].startswith("0 jobs processed at "), worker.lines
+    assert any(line.endswith("left 1 job(s) it may not run, for a worker that can") for line in worker.lines)
+    assert not any("claiming again" in line for line in worker.lines), "workoff ends; it claims nothing again"
     r = row(engine, job)
     assert r["failed_at"] is None and r["attempts"] == 0 and r["locked_by"] is None
 
@@ -153,6 +156,35 @@ def test_a_name_the_worker_does_not_have_yet_is_retried_until_a_restart_brings_i
     assert out.read_text() == "new\n" and row(engine, job) is None
 
 
+@pytest.mark.parametrize("broken", ["def oops(:\n", "raise RuntimeError('no config yet')\n"])
+def test_a_module_that_does_not_import_is_retried_not_failed_for_good(
+        broken, db_url, djctl_env, tmp_path, procs, engine):
+    """A syntax error or an exception at import (a bad deploy) costs an attempt, with a
+    message saying to fix and restart, never the job: the fixed code runs it."""
+    app = tmp_path / "app"
+    (app / "photos").mkdir(parents=True)
+    (app / "photos" / "__init__.py").write_text("")
+    (app / "photos" / "jobs.py").write_text("def resize(path):\n    open(path, 'a').write('resized\\n')\n" + broken)
+    env = {**djctl_env, "DJ_APP": "photos", "PYTHONPATH": f"{app}:{djctl_env['PYTHONPATH']}"}
+    out = tmp_path / "out"
+    job = forge(engine, {"call": "photos.jobs:resize", "args": [str(out)], "kwargs": {}})
+
+    first = start(procs, tmp_path, env, "workoff")
+    assert first.wait() == 0, first.lines
+    r = row(engine, job)
+    assert r["failed_at"] is None and r["attempts"] == 1 and r["run_at"] > utcnow(), r
+    assert "module 'photos.jobs', which cannot be imported" in r["last_error"]
+    assert "restart the workers (djctl restart)" in r["last_error"]
+    assert any(f"Job photos.jobs:resize (id={job}) FAILED (0 prior attempts)" in line for line in first.lines)
+
+    (app / "photos" / "jobs.py").write_text("def resize(path):\n    open(path, 'a').write('resized\\n')\n")
+    with engine.begin() as conn:
+        conn.execute(delayed_jobs.update().where(delayed_jobs.c.id == job).values(run_at=utcnow()))
+    fixed = start(procs, tmp_path, env, "workoff")
+    assert fixed.wait() == 0, fixed.lines
+    assert out.read_text() == "resized\n" and row(engine, job) is None
+
+
 def test_a_missing_name_fails_for_good_once_its_attempts_are_spent(db_url, djctl_env, tmp_path, procs, engine):
     job = forge(engine, {"job": "tests.jobs:NoSuchJob", "state": {}})
     with engine.begin() as conn:
@@ -187,6 +219,28 @@ def test_jobs_claimed_behind_a_slow_one_go_to_an_idle_worker(db_url, djctl_env, 
     first.stop()
     second.stop()
     assert not any(f"(id={quick})" in line for line in first.lines if "gave back" not in line), first.lines
+
+
+def test_a_job_given_back_wakes_an_idle_worker_at_once(db_url, djctl_env, tmp_path, procs, engine):
+    """An idle worker that polls only every 120 s takes a job given back behind a slow
+    one at once: the give-back wakes it (NOTIFY on PostgreSQL, the doorbell elsewhere)."""
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    idle = start(procs, tmp_path, djctl_env, "work", "--sleep-delay", "120")
+    wait_for(lambda: any(line.startswith("*** Starting job worker") for line in idle.lines), timeout=DEADLINE)
+    # Due in a moment: the enqueue's own wake-up finds nothing ready, and the idle worker
+    # sleeps again; the busy worker, polling, claims both when they fall due.
+    due = djctl.now() + timedelta(seconds=2)
+    slow = djctl.enqueue(jobs.Gate(str(out), str(gate)), run_at=due)
+    quick = djctl.enqueue(jobs.Touch(str(out), "quick"), priority=1, run_at=due)
+    busy = start(procs, tmp_path, djctl_env, "work", "--read-ahead", "5", "--sleep-delay", "0.1")
+    wait_for(lambda: any("gave back 1 job(s) claimed ahead of it" in line for line in busy.lines), timeout=DEADLINE)
+    wait_for(lambda: any(f"(id={quick}) COMPLETED" in line for line in idle.lines), timeout=60,
+             message="the idle worker to be woken for the given-back job")
+    assert out.read_text().splitlines()[0].startswith("start") and "end" not in out.read_text()
+    gate.touch()
+    wait_for(lambda: row(engine, slow) is None, timeout=DEADLINE)
+    busy.stop()
+    idle.stop()
 
 
 # -- 11. the log tells what ran, when, and for how long -------------------------------------

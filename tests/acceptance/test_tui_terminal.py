@@ -101,6 +101,15 @@ def test_top_in_a_real_terminal(db_kind, db_url, djctl_env, tmp_path):
         wait_for(lambda: term.screen().rstrip().endswith(PROMPT.rstrip()), message="the prompt back")
         term.type("echo back-$((40+2))", "Enter")  # input echoes and lines end: the tty is sane again
         wait_for(lambda: "\nback-42\n" in term.screen(), message="the shell to answer")
+
+        # Ctrl+C quits too, as it ends every other command: nothing typed after it reaches the console.
+        term.type("clear", "Enter")
+        term.type(" ".join(djctl_cmd("top", "--refresh", "0.2")), "Enter")
+        wait_for(lambda: term.alternate() and "worker.2" in term.screen(), timeout=30, message="the console again")
+        term.type("C-c")
+        wait_for(lambda: not term.alternate(), message="Ctrl+C to leave the console")
+        term.type("echo rc=$?", "Enter")
+        wait_for(lambda: "\nrc=0\n" in term.screen(), message="the shell to answer after Ctrl+C")
     finally:
         term.close()
         subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)

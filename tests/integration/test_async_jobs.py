@@ -83,6 +83,9 @@ def test_an_async_job_past_max_run_time_is_stopped_and_the_loop_serves_the_next(
     r = row(engine, job_id)
     assert r["failed_at"] is not None and r["locked_at"] is None
     assert r["last_error"].startswith("JobTimeout: job exceeded its max_run_time")
+    # The signal lands in the event loop; the error still shows the job's own line.
+    waiting = r["last_error"].split("The job was waiting here (most recent call last):\n", 1)[1]
+    assert "async_jobs.py" in waiting and "in perform" in waiting and "await asyncio.sleep(self.seconds)" in waiting
 
 
 def test_no_job_is_reported_completed_unless_its_body_ran(engine, tmp_path):

@@ -95,6 +95,15 @@ def test_unstorable_values_are_refused_with_type_error(value, words):
         payload.encode_value(value, "argument")
 
 
+def test_builtins_and_main_are_refused_at_enqueue_saying_what_to_do():
+    with pytest.raises(TypeError, match="print is a Python builtin, which no app allows a worker to run"):
+        payload.name_of(print)
+    main_fn = type("Report", (), {"__module__": "__main__", "__qualname__": "Report"})
+    with pytest.raises(TypeError, match=r"Report is defined in __main__ \(the script being run\), which workers "
+                                        "cannot import: move it into a module of your app"):
+        payload.name_of(main_fn)
+
+
 def test_a_socket_is_refused():
     with socket.socket() as s, pytest.raises(TypeError, match="socket cannot be stored"):
         payload.encode_value({"conn": s})
