@@ -60,23 +60,22 @@ class Huey:
             self.noop()
 
     def process(self, workers: int, n: int) -> float:
-        if workers != 1:
-            raise ValueError("the huey comparison runs one consumer with one worker")
+        """One consumer with ``workers`` worker threads (huey's own way to run several)."""
         self.reset()
         self.fill(n)
         self.huey.storage.close()
-        elapsed = common.run_workers(1, lambda: self._consume(n), self.log)
+        elapsed = common.run_workers(1, lambda: self._consume(n, workers), self.log)
         left = self.huey.pending_count()
         if left:
             raise RuntimeError(f"huey left {left} tasks; see {self.log}")
         return elapsed
 
-    def _consume(self, n: int | None) -> None:
+    def _consume(self, n: int | None, workers: int = 1) -> None:
         """A consumer in this (forked) process; with ``n``, exit once ``n`` tasks completed."""
         from huey.signals import SIGNAL_COMPLETE
 
         huey, _, _ = _huey(self.path)
-        consumer = huey.create_consumer(workers=1, worker_type="thread", periodic=False,
+        consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=False,
                                         check_worker_health=False)
         if n is None:
             consumer.run()

@@ -46,6 +46,16 @@ class _AsyncPeer:
         self.reset()
         return elapsed
 
+    def enqueue_one(self, n: int) -> float:
+        """Seconds for ``n`` single enqueues, one awaited call each, as a web request makes."""
+        import time
+
+        started = time.perf_counter()
+        self.run(self._enqueue_each(n))
+        elapsed = time.perf_counter() - started
+        self.reset()
+        return elapsed
+
     def process(self, workers: int, n: int) -> float:
         self.reset()
         self.fill(n)
@@ -95,6 +105,10 @@ class PgQueuer(_AsyncPeer):
                 await self.queries.enqueue(["noop"] * b, [None] * b, [0] * b)
 
         self.run(go())
+
+    async def _enqueue_each(self, n: int) -> None:
+        for _ in range(n):
+            await self.queries.enqueue("noop", None, 0)
 
     def check_drained(self, n: int) -> None:
         left = self.run(self.conn.fetchval("SELECT count(*) FROM pgqueuer"))
@@ -176,6 +190,11 @@ class Procrastinate(_AsyncPeer):
                 await task.batch_defer_async(*({} for _ in range(min(batch, n - start))))
 
         self.run(go())
+
+    async def _enqueue_each(self, n: int) -> None:
+        task = self.app.tasks["noop"]
+        for _ in range(n):
+            await task.defer_async()
 
     def check_drained(self, n: int) -> None:
         done = int(self._sql("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"))

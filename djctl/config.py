@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///delayed_jobs.sqlite3"
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,14 @@ class Settings:
     """First delay before restarting a process that crashed sooner; doubles per crash in a row."""
     restart_backoff_max: float = 60.0
     """The longest restart delay."""
+    metrics: str = ""
+    """HOST:PORT where the supervisor serves /metrics, /healthz and /readyz ("": off)."""
+    metrics_remote: bool = False
+    """Allow a metrics address that is not loopback."""
+    metrics_queue_reuse: float = 10.0
+    """Seconds one reading of the queue serves /metrics scrapes before the next scrape counts again."""
+    log_format: str = "text"
+    """How the supervisor writes its log: "text" (Heroku's lines) or "json" (one object a line)."""
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -76,6 +85,10 @@ _ENV = {
     "DJ_RESTART_STABLE_AFTER": "restart_stable_after",
     "DJ_RESTART_BACKOFF": "restart_backoff",
     "DJ_RESTART_BACKOFF_MAX": "restart_backoff_max",
+    "DJ_METRICS": "metrics",
+    "DJ_METRICS_REMOTE": "metrics_remote",
+    "DJ_METRICS_QUEUE_REUSE": "metrics_queue_reuse",
+    "DJ_LOG_FORMAT": "log_format",
 }
 
 
@@ -182,6 +195,9 @@ def validate(settings: Settings) -> Settings:
     ``heartbeat_timeout`` without renewal, so the timeout must leave room for at least
     two renewals, or live claims would be taken over between two of them.
     """
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be {' or '.join(LOG_FORMATS)} (got {settings.log_format!r}); "
+                          "set DJ_LOG_FORMAT=json for JSON lines")
     interval, timeout = settings.heartbeat_interval, settings.heartbeat_timeout
     if not timeout > 0:
         raise ConfigError(f"heartbeat_timeout must be more than 0 seconds (got {timeout:g}); "

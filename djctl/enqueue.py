@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from djctl import api, config, payload
 from djctl.handlers import encode_call, encode_job
-from djctl.queue import doorbell, migrations
+from djctl.queue import direct, doorbell, migrations
 from djctl.queue.engines import describe
 from djctl.queue.schema import Timestamp, delayed_jobs
 
@@ -176,7 +176,9 @@ def _insert(rows: list[dict], session: Session | None) -> list[int]:
         event.listen(session, "after_commit", lambda _s: _ring(), once=True)
         return ids
     eng = api.engine()
-    if len(rows) == 1 and eng.dialect.name != "sqlite":
+    if len(rows) == 1 and eng.dialect.name in direct.DIALECTS:
+        ids = [direct.insert_one(eng, rows[0])]
+    elif len(rows) == 1 and eng.dialect.name != "sqlite":
         # One INSERT is atomic on its own: without BEGIN and COMMIT it is one round
         # trip instead of three, which is most of what an enqueue costs.
         with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -38,6 +38,23 @@ class Fail:
         raise RuntimeError(self.message)
 
 
+@dataclass
+class Forger:
+    """Prints what could pose as other log lines: ``fakes`` reports of jobs completed that
+    do not exist, ANSI escapes that would erase lines, and the supervisor's own words after
+    each separator a reader might split on — each of those marked ``FORGED<n>``."""
+
+    fakes: int = 100
+
+    def perform(self) -> None:
+        for i in range(self.fakes):
+            print(f"[Worker(host:forged pid:1)] Job Touch (id={900000 + i}) COMPLETED after 0.0010")
+        print("\x1b[1A\x1b[2K\x1b[2Jerased")
+        said = "2026-12-02T10:04:05.000000+00:00 djctl[worker.7]: State changed from up to FORGED"
+        for n, separator in enumerate(("\r", "\x1e", "\u2028", "\x85", "\x0b")):
+            print(f"job says{separator}{said}{n}", flush=True)
+
+
 @djctl.job
 @dataclass
 class FailFirst:

@@ -11,11 +11,13 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy.exc import DBAPIError
 
-from djctl import api, config
+from djctl import config, dburl
 from djctl.errors import one_line as _first_line
-from djctl.queue import engines as store
+
+# SQLAlchemy, the drivers and djctl's queue modules are imported inside the functions
+# that reach the database: `djctl ps`, `scale`, `down`, `restart`, `logs` and `--help`
+# never import them (issue 20; tests/acceptance/test_startup_imports.py).
 
 
 class Failure(click.ClickException):
@@ -37,7 +39,7 @@ def settings(ctx: click.Context, **flags: Any) -> config.Settings:
         # A command's own option left unset (None) must not hide the global one (--app).
         given = {k: v for k, v in flags.items() if v is not None}
         s = config.load_settings({**ctx.find_root().obj, **given})
-        store.normalize_url(s.database_url)
+        dburl.parse(s.database_url)
     except config.ConfigError as e:
         raise UsageFailure(str(e)) from None
     config.set_current(s)
@@ -48,6 +50,11 @@ def connect(s: config.Settings, create: bool = True):
     """The engine, its schema current; a database that does not answer is one clear line.
     Without ``create``, a SQLite file that does not exist is a failure (a command that
     only reads must not leave an empty database behind in the wrong directory)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from djctl import api
+    from djctl.queue import engines as store
+
     if not create:
         _must_exist(s)
     try:
@@ -59,10 +66,10 @@ def connect(s: config.Settings, create: bool = True):
 
 
 def _must_exist(s: config.Settings) -> None:
-    url = store.normalize_url(s.database_url)
-    if url.get_backend_name() != "sqlite":
+    url = dburl.parse(s.database_url)
+    if url.backend != "sqlite":
         return
-    assert url.database is not None  # normalize_url refuses a SQLite URL without a file
+    assert url.database is not None  # dburl.parse refuses a SQLite URL without a file
     path = os.path.abspath(url.database)
     if not os.path.exists(path):
         raise Failure(f"no database here: {path} does not exist; run djctl in your app's directory "
@@ -99,9 +106,20 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DBAPIError as e:
-            raise Failure(f"database error: {_first_line(e)}") from None
-        except store.DatabaseFileError as e:
+        except dburl.DatabaseFileError as e:
             raise Failure(str(e)) from None
+        except config.ConfigError as e:  # a setting found wrong only once used (a driver not installed)
+            raise UsageFailure(str(e)) from None
         except click.UsageError as e:
             raise _one_line(e) from None
+        except Exception as e:
+            if _is_database_error(e):
+                raise Failure(f"database error: {_first_line(e)}") from None
+            raise
+
+
+def _is_database_error(e: Exception) -> bool:
+    """A driver's error, reported by SQLAlchemy; a command that never imported
+    SQLAlchemy cannot have one, and is not made to import it to find out."""
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(e, exc.DBAPIError)

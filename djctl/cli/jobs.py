@@ -8,17 +8,18 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.exc import DBAPIError
 
-from djctl import api
 from djctl.cli.base import Failure, UsageFailure, _first_line, connect, import_app, settings
 from djctl.daemon.paths import ensure_private_dir
-from djctl.queue import admin, migrations
-from djctl.queue import engines as store
-from djctl.queue.stats import is_paused, paused_queues, queue_depth, render_depth
+
+if TYPE_CHECKING:
+    from djctl.queue import admin
+
+# The queue modules (and so SQLAlchemy) are imported by the commands that use them, so
+# that `djctl --help` and the supervisor's commands start without them (issue 20).
 
 
 def _queues(value: str | None) -> list[str] | None:
@@ -92,6 +93,8 @@ def workoff(ctx: click.Context, **opts: Any) -> None:
 @click.pass_context
 def clear(ctx: click.Context, queue: str | None) -> None:
     """Delete jobs and recurring schedules (rake jobs:clear)."""
+    from djctl.queue import admin
+
     eng = connect(settings(ctx))
     choice = admin.EVERY if queue is None else queue
     click.echo(admin.clear(eng, choice).sentence(choice))
@@ -109,6 +112,8 @@ def retry(ctx: click.Context, ids: tuple[int, ...], all_failed: bool, queue: str
         raise UsageFailure("give job IDs or --failed (not both)")
     if queue is not None and not all_failed:
         raise UsageFailure("--queue goes with --failed")
+    from djctl.queue import admin
+
     eng = connect(settings(ctx))
     if all_failed:
         outcome = admin.retry_failed(eng, admin.EVERY if queue is None else queue)
@@ -122,6 +127,8 @@ def retry(ctx: click.Context, ids: tuple[int, ...], all_failed: bool, queue: str
 
 def _refusal(outcome: admin.Outcome) -> str:
     """The one line for a refused retry: which ids, and why."""
+    from djctl.queue import admin
+
     parts = []
     gone = outcome.refused_for(admin.Refusal.UNKNOWN, admin.Refusal.RUNNING)
     if gone:
@@ -140,6 +147,9 @@ def _refusal(outcome: admin.Outcome) -> str:
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Queue depth per queue and priority: ready, scheduled, running, failed; and which
     queues are paused."""
+    from djctl import api
+    from djctl.queue.stats import is_paused, paused_queues, queue_depth, render_depth
+
     eng = connect(settings(ctx), create=False)
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = queue_depth(conn, api.utc_naive(api.now()))
@@ -160,6 +170,11 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context, as_sql: bool) -> None:
     """Create or upgrade djctl's tables; running it again changes nothing."""
+    from sqlalchemy.exc import DBAPIError
+
+    from djctl.queue import engines as store
+    from djctl.queue import migrations
+
     s = settings(ctx)
     if as_sql:
         click.echo(_upgrade_script(s.database_url), nl=False)
@@ -176,6 +191,11 @@ def upgrade(ctx: click.Context, as_sql: bool) -> None:
 
 
 def _upgrade_script(database_url: str) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    from djctl.queue import engines as store
+    from djctl.queue import migrations
+
     url = store.normalize_url(database_url)
     sqlite_file = url.database if url.get_backend_name() == "sqlite" else None  # never None for SQLite
     try:
@@ -204,6 +224,7 @@ def demo(ctx: click.Context, count: int, workers: int, keep_running: bool) -> No
     jobs, a supervisor with workers (djctl up), and the console (djctl top) open on them."""
     from djctl import demo as demo_module
     from djctl.cli import supervisor as daemon_commands
+    from djctl.queue import engines as store
 
     flags = ctx.find_root().obj
     app = ",".join(filter(None, [flags.get("app"), os.environ.get("DJ_APP"), "djctl.demo"]))
@@ -254,6 +275,7 @@ def bench(ctx: click.Context, count: int) -> None:
     """Measure this database: enqueue one by one and in bulk, and one worker's throughput,
     with no-op jobs on a queue of their own (the application's jobs are not touched)."""
     from djctl import benchmark
+    from djctl.queue import engines as store
 
     s = settings(ctx, app=",".join(filter(None, [ctx.find_root().obj.get("app"), "djctl.benchmark"])))
     connect(s)

@@ -1,4 +1,5 @@
-"""``djctl logs``: the supervisor's log, process output and supervisor events, Heroku's format."""
+"""``djctl logs``: the supervisor's log, process output and supervisor events, Heroku's
+format or (``--json``) one JSON object a line."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from djctl.daemon.client import LogFilter, SupervisorClient
 @click.option("-d", "--dyno", "process", metavar="NAME", help="Only this process (worker.1).")
 @click.option("-s", "--source", type=click.Choice(["app", "djctl"]),
               help="Only process output (app) or supervisor events (djctl).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object a line: ts, source, process, level, message (and a job event's fields).")
 @click.pass_context
 def logs(ctx: click.Context, num: int, follow_: bool, proc: str | None, process: str | None,
-         source: str | None) -> None:
-    """Print the log: process output and supervisor events, Heroku's format."""
+         source: str | None, as_json: bool) -> None:
+    """Print the log: process output and supervisor events, Heroku's format (or JSON lines)."""
     if proc and process and proc != process:
         raise cli.UsageFailure("give -p or -d, not both")
     try:
@@ -31,11 +34,12 @@ def logs(ctx: click.Context, num: int, follow_: bool, proc: str | None, process:
     except ValueError as e:
         raise cli.UsageFailure(str(e)) from None
     supervisor = SupervisorClient(cli.settings(ctx).state_dir)
+    fmt = "json" if as_json else "text"
     try:
         if follow_:
-            _print(supervisor.follow(flt, num), flush_each=True)
+            _print(supervisor.follow(flt, num, fmt=fmt), flush_each=True)
         else:
-            _print(supervisor.tail(num, flt), flush_each=False)
+            _print(supervisor.tail(num, flt, fmt=fmt), flush_each=False)
     except FileNotFoundError as e:
         raise cli.Failure(str(e)) from None
     except KeyboardInterrupt:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from djctl import config
 from djctl.cli.base import Failure, connect, settings
-from djctl.schedules import ScheduleInfo
-from djctl.schedules import schedules as list_schedules
-from djctl.schedules import unschedule as delete_schedule
+
+if TYPE_CHECKING:  # djctl.schedules (SQLAlchemy, croniter) loads when a command runs
+    from djctl.schedules import ScheduleInfo
 
 _HEADER = ("key", "job", "schedule", "queue", "priority", "next run (UTC)", "last run (UTC)", "last error")
 
@@ -68,6 +69,8 @@ def _as_dict(s: ScheduleInfo) -> dict:
 @click.pass_context
 def schedules(ctx: click.Context, as_json: bool) -> None:
     """List recurring jobs with their next and last run."""
+    from djctl.schedules import schedules as list_schedules
+
     eng = connect(settings(ctx))
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = list_schedules(conn)
@@ -79,6 +82,8 @@ def schedules(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def unschedule(ctx: click.Context, key: str) -> None:
     """Delete the recurring job KEY (see djctl schedules). A run in progress finishes."""
+    from djctl.schedules import unschedule as delete_schedule
+
     connect(settings(ctx))
     if not delete_schedule(key):
         raise Failure(f"no schedule with key {key!r}; djctl schedules lists them")

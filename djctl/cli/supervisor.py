@@ -37,7 +37,6 @@ from djctl.daemon.formation import (
 )
 from djctl.daemon.model import ProcessInfo, State
 from djctl.daemon.pidfile import AlreadyRunning, PidFile, PidFileError
-from djctl.queue import engines as store
 from djctl.worker.identity import hostname, pid_alive
 
 # After a stop request, how long `down` waits beyond the grace period.
@@ -116,20 +115,30 @@ def _request(supervisor: SupervisorClient, cmd: str, **args) -> dict:
               help="Processes to run: worker=2, or \"worker=2 mail=1\" (else the saved formation, else worker=1).")
 @click.option("--foreground", is_flag=True, help="Run the supervisor attached to this terminal (systemd, containers).")
 @click.option("--reload", "reload_", is_flag=True, help="Restart processes one by one when *.py files here change.")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve /metrics, /healthz and /readyz here, e.g. 127.0.0.1:9187 (loopback unless "
+                   "DJ_METRICS_REMOTE=1).")
 @click.pass_context
-def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool) -> None:
+def up(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool, reload_: bool,
+       metrics: str | None) -> None:
     """Start the supervisor and the formation; return once they are up."""
-    start(ctx, formation_args, foreground, reload_)
+    start(ctx, formation_args, foreground, reload_, metrics=metrics)
 
 
 def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool = False, reload_: bool = False,
-          types: dict[str, str] | None = None) -> None:
+          types: dict[str, str] | None = None, metrics: str | None = None) -> None:
     """``djctl up``, running ``types`` (default: the Procfile's) — the demo runs its own."""
+    from djctl.daemon.exporter import AddressError, parse_address
     from djctl.daemon.launch import LaunchError, run_supervisor, start_daemon
     from djctl.daemon.manager import Policy
     from djctl.daemon.supervisor import Plan
 
     s, supervisor = _setup(ctx, create=True)
+    wanted = s.metrics if metrics is None else metrics
+    try:
+        address = parse_address(wanted, remote=s.metrics_remote) if wanted else None
+    except AddressError as e:
+        raise cli.UsageFailure(str(e)) from None
     policy = Policy.from_settings(s)
     cwd = Path.cwd()
     types = _types(cwd) if types is None else types
@@ -145,15 +154,13 @@ def start(ctx: click.Context, formation_args: tuple[str, ...], foreground: bool 
             formation = parse_scale(list(formation_args), formation, list(types))
         except ScaleError as e:
             raise cli.UsageFailure(str(e)) from None
-    cli.connect(s)
-    # The daemon closes inherited descriptors; pooled connections must not be among them.
-    store.engine_for(s.database_url).dispose()
+    cli.connect(s).dispose()  # the daemon closes inherited descriptors: no pooled connection among them
     flags = ctx.find_root().obj or {}
     extra_env = {var: flags[key] for key, var in (("database_url", "DJ_DATABASE_URL"), ("app", "DJ_APP"))
                  if flags.get(key)}
     umask = os.umask(0o077)
     os.umask(umask)
-    plan = Plan(s, cwd, types, formation, policy, hostname(), extra_env, reload_, umask)
+    plan = Plan(s, cwd, types, formation, policy, hostname(), extra_env, reload_, umask, address)
     since = datetime.now(timezone.utc)
     try:
         if foreground:

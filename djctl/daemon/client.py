@@ -33,11 +33,13 @@ def ensure_state_dir(state_dir: Path) -> Path:
 
 
 def follow_log(path: Path, flt: LogFilter = LogFilter(), n: int = 0, stop: threading.Event | None = None,
-               poll: float = 0.1) -> Iterator[str]:
+               poll: float = 0.1, fmt: str = "text") -> Iterator[str]:
     """The last ``n`` lines of the log at ``path`` (:attr:`SupervisorClient.log_path`)
     through ``flt``, then each new one as it is written, across rotations, until
-    ``stop`` is set; FileNotFoundError (one line) at once when there is no log yet."""
-    return reader.follow(Path(path), flt, n, stop, poll)
+    ``stop`` is set, as ``fmt`` ("text": Heroku's lines; "json": one object a line)
+    whatever the format the log is written in; FileNotFoundError (one line) at once
+    when there is no log yet."""
+    return reader.follow(Path(path), flt, n, stop, poll, fmt)
 
 
 def follow_events(path: Path, n: int = 0, stop: threading.Event | None = None,
@@ -91,17 +93,17 @@ class SupervisorClient:
         refuses, OSError or ValueError when the socket breaks mid-way."""
         return control.Client(self.state_dir, self.timeout if timeout is None else timeout).request(cmd, **args)
 
-    def tail(self, n: int, flt: LogFilter = LogFilter()) -> list[str]:
-        """The last ``n`` log lines through ``flt``, oldest first; FileNotFoundError
-        (one line) when there is no log yet."""
-        return reader.tail(self.log_path, n, flt)
+    def tail(self, n: int, flt: LogFilter = LogFilter(), fmt: str = "text") -> list[str]:
+        """The last ``n`` log lines through ``flt``, oldest first, as ``fmt`` ("text" or
+        "json"); FileNotFoundError (one line) when there is no log yet."""
+        return reader.tail(self.log_path, n, flt, fmt)
 
     def follow(self, flt: LogFilter = LogFilter(), n: int = 0, stop: threading.Event | None = None,
-               poll: float = 0.1) -> Iterator[str]:
+               poll: float = 0.1, fmt: str = "text") -> Iterator[str]:
         """The last ``n`` log lines through ``flt``, then each new one as it is
-        written, across rotations, until ``stop`` is set; FileNotFoundError (one line)
-        at once when there is no log yet."""
-        return follow_log(self.log_path, flt, n, stop, poll)
+        written, across rotations, until ``stop`` is set, as ``fmt`` ("text" or
+        "json"); FileNotFoundError (one line) at once when there is no log yet."""
+        return follow_log(self.log_path, flt, n, stop, poll, fmt)
 
     def events(self, n: int = 0, follow: bool = False, stop: threading.Event | None = None,
                poll: float = 0.1) -> Iterator[dict[str, Any]]:

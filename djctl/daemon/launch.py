@@ -49,7 +49,7 @@ def run_supervisor(plan: Plan, on_started: Callable[[int], None], on_ready: Read
         on_started(os.getpid())
         # Only the supervisor speaks to systemd; its children must not inherit the socket.
         notifier = Notifier.from_environ(unset=True)
-        log = LogWriter(plan.paths.log, s.log_max_bytes, s.log_backups)
+        log = LogWriter(plan.paths.log, s.log_max_bytes, s.log_backups, fmt=s.log_format)
         events = LogWriter(plan.paths.events, s.log_max_bytes, s.log_backups)
         store = FormationStore(plan.paths.formation)
         store.update(plan.formation)

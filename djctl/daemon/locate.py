@@ -12,12 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import URL
-
-from djctl import config
+from djctl import config, dburl
 from djctl.daemon.paths import Paths
 from djctl.daemon.pidfile import PidFile, PidFileError
-from djctl.queue import engines as store
 
 
 @dataclass(frozen=True)
@@ -81,10 +78,6 @@ def _identity(database_url: str, cwd: Path) -> str | None:
     """One string per database: a SQLite file by its absolute path (relative to ``cwd``),
     a server database by its URL without password."""
     try:
-        url: URL = store.normalize_url(database_url)
+        return dburl.parse(database_url).identity(cwd)
     except config.ConfigError:
         return None
-    if url.get_backend_name() == "sqlite":
-        assert url.database is not None  # normalize_url refuses a SQLite URL without a file
-        return "sqlite:" + str((cwd / url.database).resolve())
-    return url.set(password=None).render_as_string()

@@ -218,6 +218,8 @@ class Heartbeat:
         self._stop = threading.Event()
         self._failing = False
         self._connected_since: float | None = None
+        self.last_beat: float | None = None
+        """Unix time of the last heartbeat the database took (for the metrics)."""
         self._thread = threading.Thread(target=self._run, name="djctl-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -233,7 +235,8 @@ class Heartbeat:
         """Release what is pending, remove our rows, and end the thread."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # never started: the supervisor failed before its loop
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         next_beat = 0.0
@@ -245,7 +248,10 @@ class Heartbeat:
                 return
             now = time.monotonic()
             if now >= next_beat:
-                if self._guard(lambda: self.registry.publish(self._snapshot())) and self._judging():
+                published = self._guard(lambda: self.registry.publish(self._snapshot()))
+                if published:
+                    self.last_beat = time.time()
+                if published and self._judging():
                     self._guard(lambda: self._report(self.registry.recover_stale(self.timeout)))
                 next_beat = now + self.interval
             self._wake.wait(max(0.0, next_beat - time.monotonic()))

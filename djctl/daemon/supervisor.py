@@ -26,13 +26,16 @@ from typing import Any
 from djctl.config import Settings
 from djctl.daemon import render
 from djctl.daemon.control import ControlError, Server
+from djctl.daemon.exporter import Address
 from djctl.daemon.formation import (
     FormationStore,
     format_formation,
 )
+from djctl.daemon.health import LoopState
 from djctl.daemon.logs import SUPERVISOR
 from djctl.daemon.manager import Manager, Policy, SpawnRequest
 from djctl.daemon.model import ProcessInfo, State
+from djctl.daemon.monitoring import Monitoring
 from djctl.daemon.paths import Paths
 from djctl.daemon.printer import Printer
 from djctl.daemon.process import ChildProcess, LineReader, spawner
@@ -62,6 +65,8 @@ class Plan:
     reload: bool = False
     umask: int | None = None
     """The user's umask, given back to the processes (the daemon itself runs with 0o077)."""
+    metrics: Address | None = None
+    """Where to serve /metrics and the probes (None: nowhere)."""
 
     @property
     def paths(self) -> Paths:
@@ -95,6 +100,7 @@ class Supervisor:
         self._give_up_at: float | None = None
         self._stop_event = threading.Event()
         self._heartbeat: Heartbeat | None = None
+        self._monitoring: Monitoring | None = None
         self._sigchld = False
 
     # -- entry point ---------------------------------------------------------------------
@@ -105,7 +111,7 @@ class Supervisor:
         ``djctl down``) once every child has exited and its claims are released. Must run in
         the main thread."""
         previous = self._install_signals()
-        heartbeat = server = watcher = None
+        heartbeat = server = watcher = monitoring = None
         try:
             self.printer.event(SUPERVISOR, f"Supervisor starting (pid {os.getpid()}, host {self.plan.host})")
             if self.registry is not None:
@@ -114,6 +120,7 @@ class Supervisor:
                 heartbeat = self._heartbeat = Heartbeat(
                     self.registry, self.plan.settings.heartbeat_interval, self.plan.settings.heartbeat_timeout,
                     lambda: self._snapshot, self.printer.event)
+            monitoring = self._monitoring = self._start_monitoring()
             server = Server(self.plan.paths, self._on_request, self._on_refused)
             server.start()
             start_watchdog(self.notifier, self._stop_event,
@@ -139,10 +146,25 @@ class Supervisor:
                 watcher.stop()
             if server is not None:
                 server.close()
+            if monitoring is not None:
+                monitoring.close()
             if heartbeat is not None:
                 heartbeat.stop()
             self._restore_signals(previous)
             self.printer.event(SUPERVISOR, "Supervisor stopped")
+
+    def _start_monitoring(self) -> Monitoring | None:
+        """Serve /metrics and the probes when asked to (and a database is there to count)."""
+        if self.plan.metrics is None or self.registry is None:
+            return None
+        monitoring = Monitoring(self.plan.metrics, self.registry.engine, self.plan.host,
+                                self.plan.settings.default_queue, self.plan.types,
+                                lambda: self._heartbeat.last_beat if self._heartbeat is not None else None,
+                                queue_reuse=self.plan.settings.metrics_queue_reuse)
+        monitoring.start()
+        self.printer.event(SUPERVISOR, f"Serving metrics on http://{monitoring.address}/metrics "
+                                       "(and /healthz, /readyz)")
+        return monitoring
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run ``fn`` on the loop's thread and return its result (or raise what it
@@ -170,6 +192,9 @@ class Supervisor:
             timeout = self.manager.tick()
             self._snapshot = tuple(self.manager.processes())
             self._alive_at = time.monotonic()
+            if self._monitoring is not None:
+                self._monitoring.publish(LoopState(self._alive_at, self._snapshot, dict(self.manager.formation),
+                                                   self.manager.steady, self.manager.stopping))
             if not ready and self.manager.steady:
                 ready = True
                 # One restarted after a quick exit counts as crashed: up must not say it started.
@@ -214,6 +239,8 @@ class Supervisor:
             return
         for line in lines:
             self.printer.job_event(name, self.plan.host, line)
+            if self._monitoring is not None:
+                self._monitoring.job_event(line)
 
     def _read(self, process: ChildProcess) -> None:
         lines = process.read_lines()
@@ -247,6 +274,8 @@ class Supervisor:
                     process.events.close()
             del self._children[process.pid]
             info = self.manager.exited(process.pid, code)
+            if info is not None and info.state is not State.STOPPING and self._monitoring is not None:
+                self._monitoring.restarted(info.type)
             if info is not None and self._heartbeat is not None:
                 status = code if code >= 0 else 128 - code
                 self._heartbeat.dead(info.name, process.pid,

@@ -124,14 +124,14 @@ def ring_for(database_url: str) -> None:
 def ring(directory: Path) -> None:
     """Wake every worker listening in ``directory``; best effort, never raises."""
     try:
-        names = os.listdir(directory)
+        names = [name for name in os.listdir(directory) if name.endswith(".sock")]
     except OSError:
         return
+    if not names:
+        return  # no worker of this database on this host: no socket to open
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         for name in names:
-            if not name.endswith(".sock"):
-                continue
             path = os.path.join(directory, name)
             try:
                 sock.sendto(b"!", path)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -20,31 +21,19 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 
-from djctl import clock
+from djctl import clock, dburl
 from djctl.config import ConfigError
-
-_DRIVERS = {
-    "postgres": "postgresql+psycopg",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-}
+from djctl.dburl import DatabaseFileError as DatabaseFileError  # callers name it store.DatabaseFileError
 
 
 def normalize_url(url: str) -> URL:
     """Parse ``url``, choosing djctl's drivers (psycopg 3, PyMySQL) where none is named."""
+    drivername = dburl.parse(url).drivername  # the one check every command makes, same line
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"database URL {url!r} is not a URL (e.g. postgresql://user@host/db)") from None
-    if parsed.drivername in _DRIVERS:
-        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
-        raise ConfigError(f"database URL {parsed.render_as_string()!r}: djctl supports sqlite, postgresql and mysql")
-    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ConfigError("an in-memory SQLite database cannot be shared with workers; name a file")
-    return parsed
+    return parsed.set(drivername=drivername)
 
 
 def describe(url: URL) -> str:
@@ -60,11 +49,6 @@ def url_key(url: URL) -> str:
     else:
         ident = url.set(password=None).render_as_string()
     return hashlib.sha1(ident.encode()).hexdigest()[:12]
-
-
-class DatabaseFileError(ConfigError):
-    """A SQLite file djctl will not create or keep using: it was deleted or replaced
-    under running workers."""
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -161,16 +145,45 @@ def make_engine(url: str | URL, pool_size: int = 5) -> Engine:
             engine = create_engine(parsed, creator=_open_sqlite(path))
         _sqlite_events(engine, path)
         return engine
-    kwargs: dict = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 10}
+    kwargs: dict = {"pool_size": pool_size, "max_overflow": 10}
     if backend in ("mysql", "mariadb"):
         # READ COMMITTED keeps SKIP LOCKED claims from taking gap locks on each other.
         kwargs["isolation_level"] = "READ COMMITTED"
         kwargs["connect_args"] = {"connect_timeout": 10}
     else:
         kwargs["connect_args"] = {"connect_timeout": 10}
-    engine = create_engine(parsed, **kwargs)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except ModuleNotFoundError as e:
+        driver = parsed.drivername.partition("+")[2]
+        raise ConfigError(f"database URL {describe(parsed)}: its driver {driver or e.name!r} is not installed; "
+                          f"drop '+{driver}' to use djctl's own (psycopg 3, PyMySQL), or install it") from None
     event.listen(engine, "connect", lambda dbapi_conn, _record: clock.sync_dbapi(dbapi_conn, backend))
+    _ping_when_idle(engine)
     return engine
+
+
+# A pooled connection idle this long is pinged before use (a server restart, a failover
+# or an idle timeout may have closed it meanwhile); one used more recently is trusted.
+# Pinging every checkout, as pool_pre_ping does, doubled the round trips of an enqueue.
+PING_IF_IDLE = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_conn, record) -> None:
+        if record is not None:
+            record.info["djctl_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_conn, record, _proxy) -> None:
+        since = record.info.get("djctl_idle_since")
+        if since is None or time.monotonic() - since < PING_IF_IDLE:
+            return  # just connected, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # noqa: BLE001 - any failure: the pool reconnects
+            raise DisconnectionError(f"pooled connection lost while idle: {e}") from None
 
 
 _engines: dict[tuple[int, str], Engine] = {}

@@ -15,16 +15,32 @@ import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psutil
-
 _PREFIX = "host:"
 _PID = " pid:"
 
 
+_INIT_PID_NAMESPACE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the kernel's first PID namespace
+
+
+def pid_namespace() -> int | None:
+    """The PID namespace this process runs in, when it is not the kernel's first (a
+    container, ``unshare --pid``); None in the first one or where it cannot be read."""
+    try:
+        inode = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return None if inode == _INIT_PID_NAMESPACE else inode
+
+
 def hostname() -> str:
     """This host's name in ``locked_by``: ``DJ_HOSTNAME`` when set (supervisors and their
-    workers agree on it), else the system's host name."""
-    return os.environ.get("DJ_HOSTNAME") or socket.gethostname()
+    workers agree on it), else the system's host name — followed by ``@ns<inode>`` inside a
+    PID namespace of its own. Containers that share a host name (or ``DJ_HOSTNAME``) number
+    their processes from 1 alike: without it, two workers would sign their claims with one
+    name, and each would renew, complete, release and recover the other's."""
+    name = os.environ.get("DJ_HOSTNAME") or socket.gethostname()
+    namespace = pid_namespace()
+    return name if namespace is None else f"{name}@ns{namespace}"
 
 
 def format(host: str, pid: int) -> str:  # noqa: A001 - identity.format reads as meant
@@ -86,6 +102,8 @@ def pid_alive(pid: int | None, started: datetime | None = None) -> bool:
     A process we may not inspect counts as alive: its claims are not ours to take."""
     if pid is None or pid <= 0:
         return False
+    import psutil  # here, not at the top: `djctl scale`, `logs` and `--help` never need it
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:

@@ -26,6 +26,8 @@ class Running:
     max_attempts: int
     name: str = "?"
     started: float | None = None
+    waited: float | None = None
+    """Seconds from when the job was due (its run_at, by the database's clock) to its start."""
     deadline: float | None = None
     signalled: bool = False
     revoked: bool = False
@@ -103,13 +105,15 @@ class InFlight:
             if running.started is not None:
                 took = self.clock() - running.started
                 self.job_seconds += (took - self.job_seconds) * 0.2
-            outcomes.append(Outcome(running.job, running.name, msg.ok, msg.error, msg.retry_at, took))
+            outcomes.append(Outcome(running.job, running.name, msg.ok, msg.error, msg.retry_at, took,
+                                    waited=running.waited))
 
     def _started(self, msg: Started) -> None:
         sent = self.sent
         running = sent[0] if sent[0].job.id == msg.id else next(r for r in sent if r.job.id == msg.id)
         running.name = msg.name
         running.started = self.clock()
+        running.waited = max(0.0, (clock.utcnow() - running.job.run_at).total_seconds())
         if running.revoked and self.child is not None:
             self.child.unrevoke(running.job.id)
         running.max_attempts = msg.max_attempts
@@ -193,7 +197,7 @@ class InFlight:
                 retry_at = clock.utcnow() + default_backoff(job.attempts)
             took = None if running.started is None else self.clock() - running.started
             outcomes.append(Outcome(job, running.name, False, f"job process {how} while running this job",
-                                    retry_at, took))
+                                    retry_at, took, waited=running.waited))
         while self.sent:
             running = self.sent.pop()
             if running.given_back:
@@ -203,11 +207,12 @@ class InFlight:
             pending.appendleft(running.job)
 
     def kill(self) -> None:
-        """SIGKILL the executor, from any thread (the lease guard's)."""
+        """SIGKILL the executor and every process its job started, from any thread (the
+        lease guard's): a job whose lease is lost must not live on in its children."""
         child = self.child
         if child is not None:
             self.fenced = True
-            child.signal(signal.SIGKILL)
+            child.kill()
 
     def abandon(self) -> list[Running]:
         """Kill the executor (if not already) and give up every job sent to it, with no

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL
 
 from djctl.queue import doorbell
 from djctl.queue import engines as store
+from djctl.worker import identity
 
 
 def path(url: URL, pid: int) -> Path:
@@ -27,7 +28,9 @@ def path(url: URL, pid: int) -> Path:
         directory.mkdir(mode=0o700, exist_ok=True)
     except OSError:
         pass  # no journal (the runtime directory is unusable): jobs may just run again
-    return directory / str(pid)
+    namespace = identity.pid_namespace()
+    # A pid means something in one PID namespace only: two namespaces may share this directory.
+    return directory / (str(pid) if namespace is None else f"{pid}@ns{namespace}")
 
 
 class Journal:

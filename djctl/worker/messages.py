@@ -133,6 +133,8 @@ class Outcome:
     retry_at: datetime | None = None
     run_time: float | None = None
     left: bool = False
+    waited: float | None = None
+    """Seconds from when the job was due (its run_at) to its start; None when it never started."""
 
     @property
     def final(self) -> bool:

@@ -39,7 +39,8 @@ def line(o: Outcome) -> str:
 @dataclass(frozen=True)
 class Event:
     """One finished run, as the event channel carries it. ``run_time`` (seconds) is None
-    when the job never started; ``ts`` is ISO 8601, timezone-aware UTC."""
+    when the job never started; ``ts`` is ISO 8601, timezone-aware UTC; ``waited`` is the
+    enqueue-to-start delay: seconds from when the job was due (its run_at) to its start."""
 
     event: Kind
     job_id: int
@@ -48,11 +49,13 @@ class Event:
     attempts: int
     run_time: float | None
     ts: str
+    waited: float | None = None
 
     @classmethod
     def of(cls, o: Outcome) -> Event:
         kind: Kind = "completed" if o.ok else "failed_permanently" if o.final else "failed"
-        return cls(kind, o.job.id, o.name, o.job.queue, o.job.attempts, o.run_time, clock.now().isoformat())
+        return cls(kind, o.job.id, o.name, o.job.queue, o.job.attempts, o.run_time, clock.now().isoformat(),
+                   None if o.run_time is None else o.waited)
 
     def to_json(self) -> str:
         """One line of JSON (no newline); the class travels as ``"class"``."""
@@ -67,7 +70,7 @@ class Event:
         if data.get("event") not in ("completed", "failed", "failed_permanently"):
             raise ValueError(f"not a djctl event: {text.strip()[:80]!r}")
         return cls(data["event"], int(data["job_id"]), str(data["class"]), data.get("queue"),
-                   int(data["attempts"]), data.get("run_time"), str(data["ts"]))
+                   int(data["attempts"]), data.get("run_time"), str(data["ts"]), data.get("waited"))
 
 
 class Events:

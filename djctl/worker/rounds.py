@@ -148,10 +148,15 @@ class Rounds:
         try:
             with conn.begin():
                 _, lost = self._record(conn, outcomes, now)
-                self.claims.release(conn, unstarted, now)
+                give_back = list(unstarted)
+                if self.unsure:  # a job given up at a fence, or a claim whose answer was lost
+                    keep = {o.job.id for o in outcomes} | set(give_back)
+                    give_back += [i for (i,) in conn.execute(_mine, {"me": self.claims.locked_by}) if i not in keep]
+                self.claims.release(conn, give_back, now)
         except Exception:
             self.drop()
             raise
+        self.unsure = False
         return lost
 
     def drop(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ class Worker:
             s.default_queue,
         )
         self._wake_w: int | None = None
+        # stop() may come from another thread (or a signal): it must never write to the
+        # wake-up fd's number once closed, when it may be another file's.
+        self._wake_lock = threading.RLock()
         self._events: Events | None = None
 
     # -- public --------------------------------------------------------------
@@ -94,11 +98,12 @@ class Worker:
     def stop(self) -> None:
         """Finish the job in hand, give back the rest, and return from start()."""
         self._stop = True
-        if self._wake_w is not None:
-            try:
-                os.write(self._wake_w, b"!")
-            except OSError:
-                pass
+        with self._wake_lock:
+            if self._wake_w is not None:
+                try:
+                    os.write(self._wake_w, b"!")
+                except OSError:
+                    pass
 
     @property
     def stopping(self) -> bool:
@@ -164,8 +169,9 @@ class Worker:
             if p.waker is not None:
                 p.waker.close()
             os.close(wake_r)
-            os.close(self._wake_w)
-            self._wake_w = None
+            with self._wake_lock:
+                wake_w, self._wake_w = self._wake_w, None
+                os.close(wake_w)
             if p.announce:
                 self.log(f"*** Exiting job worker {self.name}")
             flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ import threading
 import pytest
 
 import djctl
-from tests.jobs import Touch
+from tests.jobs import Fail, Touch
 from tests.support.app import LINE, App, heavy, running_app
 from tests.support.rows import count, locked
 from tests.support.waiting import wait_for
@@ -36,6 +37,15 @@ def app(db_kind, request, tmp_path):
     for a in running_app(request, tmp_path, procfile=f"worker: djctl work\ntalk: {sys.executable} talk.py\n"):
         (a.dir / "talk.py").write_text(TALK)
         (a.dir / "pyproject.toml").write_text("[tool.djctl]\nlog-max-bytes = 8192\nlog-backups = 5\n")
+        yield a
+
+
+@pytest.fixture
+def json_app(db_kind, request, tmp_path):
+    heavy(db_kind)
+    for a in running_app(request, tmp_path, DJ_LOG_FORMAT="json"):
+        # Rotations enough to cross, backups enough that a follower on a busy machine keeps up.
+        (a.dir / "pyproject.toml").write_text("[tool.djctl]\nlog-max-bytes = 16384\nlog-backups = 50\n")
         yield a
 
 
@@ -113,6 +123,51 @@ def test_logs_format_filters_follow_and_rotation(app, tmp_path):
                          timeout=60)
     assert out.returncode == 0 and out.stderr == "" and len(out.stdout.splitlines()) == 2
     app.cli("down")
+
+
+def test_json_log_lines_parse_carry_job_fields_and_follow_through_rotation(json_app, tmp_path):
+    """Acceptance 4 of the monitoring issue: log_format = json writes JSON lines;
+    ``djctl logs --json -p worker -t`` follows them through rotation, job events with
+    their id, class, queue, outcome and run time; ``djctl logs`` still prints Heroku's lines."""
+    app = json_app
+    app.run("up", "--formation", "worker=2")
+    app.wait_up(2)
+    follower = Follower(app, "-n", "1", "--json", "-p", "worker")
+    wait_for(lambda: follower.lines, 30, message="the follower to start")
+    ids = djctl.enqueue_many([Touch(str(tmp_path / "runs.txt"), str(i)) for i in range(200)], queue="mail")
+    failing = djctl.enqueue(Fail("no luck"))
+
+    def outcomes(kind: str) -> list[dict]:
+        return [r for r in map(json.loads, list(follower.lines)) if r.get("outcome") == kind]
+
+    def followed() -> bool:
+        lines = list(follower.lines)
+        return sum('"outcome":"completed"' in line for line in lines) == len(ids) and \
+            any('"outcome":"failed"' in line for line in lines)
+
+    wait_for(followed, 90, interval=0.2, message="every job event followed")
+    records = [json.loads(line) for line in follower.lines]  # every line parses
+    assert all({"ts", "source", "process", "level", "message"} <= set(r) for r in records)
+    assert all(re.fullmatch(r"worker\.[12]", r["process"]) for r in records)
+    assert all(r["ts"].endswith("+00:00") for r in records)
+    completed = outcomes("completed")
+    assert sorted(r["job_id"] for r in completed) == ids
+    assert all(r["class"] == "Touch" and r["queue"] == "mail" and r["level"] == "info"
+               and isinstance(r["run_time"], float) and r["run_time"] >= 0 for r in completed)
+    failed = outcomes("failed")[0]  # retried 6 s later: a slow run may follow a second attempt
+    assert (failed["job_id"], failed["class"], failed["queue"], failed["level"]) == (failing, "Fail", "default",
+                                                                                     "warning")
+    assert failed["message"].startswith(f"Job Fail (id={failing}) failed after ")
+    assert (app.state / "djctl.log.3").exists()  # it did rotate, several times
+    follower.stop()
+    assert follower.proc.stderr.read() == ""
+
+    # The file is JSON lines; djctl logs without --json prints Heroku's lines from it.
+    raw = (app.state / "djctl.log").read_text().splitlines()
+    assert raw and all(json.loads(line)["ts"] for line in raw)
+    shown = app.cli("logs", "-n", "50").stdout.splitlines()
+    assert len(shown) == 50 and all(LINE.fullmatch(line) for line in shown), shown
+    app.run("down")
 
 
 def _path(app: App) -> str:

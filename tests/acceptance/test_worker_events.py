@@ -4,6 +4,7 @@ the pipe named by DJCTL_EVENT_FD, and nothing a job prints or writes can forge o
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import subprocess
@@ -19,23 +20,24 @@ from tests import jobs
 from tests.support.commands import djctl_cmd
 from tests.support.waiting import wait_for
 
-EVENT_FD = 200  # high, so nothing the executor opens after closing it can take its number
+HIGH_FD = 200  # the event fd is at least this, so that nothing the executor opens after closing it takes its number
 DEADLINE = 60.0
 
 
 @dataclass
 class Liar:
     """Prints a report line and an event for a job that does not exist, then tries the
-    event channel itself; writes what that attempt met to ``path``."""
+    event channel (``fd``) itself; writes what that attempt met to ``path``."""
 
     path: str
+    fd: int
 
     def perform(self) -> None:
         print("[Worker(host:x pid:1)] Job Touch (id=999999) COMPLETED", flush=True)
         print('{"event": "completed", "job_id": 999999, "class": "Touch", "queue": null, '
               '"attempts": 1, "run_time": 0.0, "ts": "2026-01-01T00:00:00+00:00"}', flush=True)
         try:
-            os.write(EVENT_FD, b'{"event":"completed","job_id":999999}\n')
+            os.write(self.fd, b'{"event":"completed","job_id":999999}\n')
             met = "written"
         except OSError as e:
             met = errno.errorcode.get(e.errno, str(e.errno))
@@ -43,18 +45,32 @@ class Liar:
             f.write(met + "\n")
 
 
+@dataclass
+class Pipe:
+    """The test's read end, and the write end the worker inherits under a high number."""
+
+    r: int
+    w: int
+
+    def close_w(self) -> None:
+        """Once: closed twice, the number might be another file's by then."""
+        if self.w >= 0:
+            os.close(self.w)
+            self.w = -1
+
+
 @pytest.fixture
 def events_pipe():
     r, w = os.pipe()
-    os.dup2(w, EVENT_FD)
+    # The lowest free number from HIGH_FD up: a fixed number might be an fd this process
+    # already holds (a pooled connection, a log), which dup2 would silently close.
+    high = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
     os.close(w)
     os.set_blocking(r, False)
-    yield r
-    for fd in (r, EVENT_FD):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    pipe = Pipe(r, high)
+    yield pipe
+    pipe.close_w()
+    os.close(r)
 
 
 def _read(fd: int, into: bytearray) -> bool:
@@ -75,15 +91,15 @@ def test_one_event_per_finished_job_and_none_a_job_can_forge(db_url, djctl_env, 
     out, liar_out = tmp_path / "out", tmp_path / "liar"
     touched = [djctl.enqueue(jobs.Touch(str(out), str(i)), queue="mail") for i in range(3)]
     failed = djctl.enqueue(jobs.Fail("on purpose"))
-    liar = djctl.enqueue(Liar(str(liar_out)))
-    env = dict(djctl_env, DJCTL_EVENT_FD=str(EVENT_FD), DJ_ALLOW=__name__)
+    liar = djctl.enqueue(Liar(str(liar_out), events_pipe.w))
+    env = dict(djctl_env, DJCTL_EVENT_FD=str(events_pipe.w), DJ_ALLOW=__name__)
     with open(tmp_path / "worker.out", "w") as stdout:
         worker = subprocess.Popen(djctl_cmd("work"), env=env, stdout=stdout, stderr=subprocess.STDOUT,
-                                  pass_fds=(EVENT_FD,))
-    os.close(EVENT_FD)  # the worker holds the only write end now: its exit is our end of file
+                                  pass_fds=(events_pipe.w,))
+    events_pipe.close_w()  # the worker holds the only write end now: its exit is our end of file
     data = bytearray()
     try:
-        wait_for(lambda: (_read(events_pipe, data), len(data.splitlines()) >= 5)[1], DEADLINE,
+        wait_for(lambda: (_read(events_pipe.r, data), len(data.splitlines()) >= 5)[1], DEADLINE,
                  message="an event for each of the five jobs")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(DEADLINE) == 0
@@ -91,8 +107,8 @@ def test_one_event_per_finished_job_and_none_a_job_can_forge(db_url, djctl_env, 
         if worker.poll() is None:
             worker.kill()
             worker.wait()
-    os.set_blocking(events_pipe, True)
-    assert not _read(events_pipe, data), "end of file once the worker is gone"
+    os.set_blocking(events_pipe.r, True)
+    assert not _read(events_pipe.r, data), "end of file once the worker is gone"
 
     events = _events(bytes(data))
     assert sorted((e.job_id, e.event) for e in events) == sorted(
@@ -114,12 +130,12 @@ def test_without_the_variable_no_event_is_written(db_url, djctl_env, tmp_path, e
     job_id = djctl.enqueue(jobs.Touch(str(tmp_path / "out"), "x"))
     env = {k: v for k, v in djctl_env.items() if k != "DJCTL_EVENT_FD"}
     done = subprocess.run(djctl_cmd("workoff"), env=env, capture_output=True, text=True,
-                          pass_fds=(EVENT_FD,), timeout=DEADLINE)
+                          pass_fds=(events_pipe.w,), timeout=DEADLINE)
     assert done.returncode == 0, done.stderr
     assert f"(id={job_id}) COMPLETED" in done.stdout
-    os.close(EVENT_FD)
+    events_pipe.close_w()
     data = bytearray()
-    assert not _read(events_pipe, data) and data == b"", "no event without DJCTL_EVENT_FD"
+    assert not _read(events_pipe.r, data) and data == b"", "no event without DJCTL_EVENT_FD"
 
 
 def test_a_bad_event_fd_is_one_line_and_the_jobs_still_run(db_url, djctl_env, tmp_path):

@@ -14,10 +14,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.app import App, running_app
 from tests.support.databases import KINDS
+from tests.support.waiting import wait_for
 
 CHAOS_APP = "tests.jobs,tests.chaos"
 
@@ -58,16 +60,28 @@ def runners(path: Path) -> dict[str, list[int]]:
     return out
 
 
-def storm(app: App, period: float, duration: float, seed: int = 8) -> list[int]:
+def storm(app: App, period: float, duration: float, seed: int = 8, at_least: int = 0,
+          within: float | None = None) -> list[int]:
     """SIGKILL a random worker that is up every ``period`` seconds for ``duration``
-    seconds (a tick that finds no worker up kills nothing); returns the pids killed. The
-    pacing is the chaos itself: nothing here waits for a result."""
+    seconds — and on past it, until ``at_least`` were killed or ``within`` seconds have
+    gone — (a tick that finds no worker up kills nothing); returns the pids killed. The
+    pacing is the chaos itself: nothing here waits for a result.
+
+    A killed worker is back only once a new interpreter has started (0.5 s on an idle
+    machine, 3 to 5 s on a loaded one), so how many ticks find one up depends on the
+    machine: ``at_least`` makes the storm as big as the test needs, however slow that is."""
     rng = random.Random(seed)
     killed: list[int] = []
     start = time.monotonic()
-    for tick in range(1, int(duration / period) + 1):
+    end = start + max(duration, within or 0.0)
+    tick = 0
+    while True:
+        tick += 1
+        at = start + tick * period
+        if at > end or (at > start + duration and len(killed) >= at_least):
+            return killed
         # On a fixed schedule, so that slow answers from the supervisor do not stretch it.
-        time.sleep(max(0.0, start + tick * period - time.monotonic()))
+        time.sleep(max(0.0, at - time.monotonic()))
         pids = [p["pid"] for p in app.ps() if p["type"] == "worker" and p["pid"] and p["state"] == "up"]
         if pids:
             pid = rng.choice(pids)
@@ -76,7 +90,35 @@ def storm(app: App, period: float, duration: float, seed: int = 8) -> list[int]:
                 killed.append(pid)
             except ProcessLookupError:
                 pass
-    return killed
+
+
+def offspring(path: Path) -> list[int]:
+    """The three pids a tests.chaos.harden_jobs.Offspring job wrote, once it has written them."""
+    pids = [int(x) for x in path.read_text().split()] if path.exists() else []
+    return pids if len(pids) == 3 else []
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def started(path: Path) -> list[int]:
+    """The pids of an Offspring job's three children, once they run in three sessions."""
+    pids = wait_for(lambda: offspring(path), 30, message="the job's children started")
+    assert all(alive(p) for p in pids)
+    # The escape really happened: two of them are in sessions of their own.
+    assert len({os.getsid(p) for p in pids}) == 3
+    return pids
+
+
+def gone(pids: list[int], timeout: float, when: str) -> None:
+    """Wait until none of ``pids`` runs."""
+    wait_for(lambda: not any(alive(p) for p in pids), timeout,
+             message=f"the job's children gone {when}: {[p for p in pids if alive(p)]} alive")
 
 
 def completed_ids(app: App) -> Counter:

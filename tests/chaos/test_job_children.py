@@ -4,46 +4,16 @@ it is stopped at max_run_time, and after ``djctl down``."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-from pathlib import Path
 
-import psutil
 import pytest
 
 import djctl
-from tests.chaos.conftest import CHAOS_SETTINGS, kinds
+from tests.chaos.conftest import CHAOS_SETTINGS, gone, kinds, started
 from tests.chaos.harden_jobs import Offspring
 from tests.support.app import running_app
 from tests.support.commands import djctl_cmd
-from tests.support.waiting import wait_for
-
-
-def offspring(path: Path) -> list[int]:
-    """The three pids the job wrote, once it has written them."""
-    pids = [int(x) for x in path.read_text().split()] if path.exists() else []
-    return pids if len(pids) == 3 else []
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def started(path: Path) -> list[int]:
-    pids = wait_for(lambda: offspring(path), 30, message="the job's children started")
-    assert all(alive(p) for p in pids)
-    # The escape really happened: two of them are in sessions of their own.
-    assert len({os.getsid(p) for p in pids}) == 3
-    return pids
-
-
-def gone(pids: list[int], timeout: float, when: str) -> None:
-    wait_for(lambda: not any(alive(p) for p in pids), timeout,
-             message=f"the job's children gone {when}: {[p for p in pids if alive(p)]} alive")
 
 
 @pytest.fixture

@@ -85,7 +85,9 @@ def test_a_ten_second_outage_loses_nothing_and_repeats_nothing(db_kind, behind, 
     seen = runs(path)
     assert set(seen) == {str(i) for i in range(TOTAL)}, "a job was lost"
     assert {k: p for k, p in runners(path).items() if len(p) > 1} == {}, "a job ran twice"
-    done = completed_ids(app)
+    # COMPLETED is said after the outcome is recorded, and reaches the log through the supervisor.
+    done = wait_for(lambda: (ids := completed_ids(app)) and len(ids) >= TOTAL and ids, 30,
+                    message="every completion to be logged")
     assert len(done) == TOTAL and set(done.values()) == {1}, "a completion was recorded twice"
     assert not app.log_has(r"FAILED")
     app.cli("down")

@@ -1,4 +1,5 @@
 """Issue 8, acceptance 1: a SIGKILL storm on the workers loses no job, on every database.
+At least 10 kills: every 0.3 s for 10 s, and on until the tenth if restarts are slow.
 
 The issue-3 variant (tests/chaos/test_supervisor_chaos.py) runs 1,500 jobs on SQLite and
 PostgreSQL; this one runs the issue's numbers on all three databases.
@@ -24,10 +25,11 @@ def test_a_sigkill_storm_on_four_workers_loses_no_job_and_fails_none(db_kind, ap
     app.wait_up(4)
     djctl.enqueue_many([Record(str(path), str(i), seconds=0.004) for i in range(TOTAL)])
 
-    killed = storm(app, period=0.3, duration=10.0)
+    # At least 10 kills, however long restarts take on this machine (see storm).
+    killed = storm(app, period=0.3, duration=10.0, at_least=10, within=60.0)
     kills = len(killed)
     left = count(app.db_url)
-    assert kills >= 10, kills  # the ticks that found a worker up (restarts take a while)
+    assert kills >= 10, f"in 60 s, only {kills} ticks found a worker up: restarts are stuck"
 
     # A failed job keeps its row: an empty table means every job succeeded.
     wait_for(lambda: count(app.db_url) == 0, 120, interval=0.1, message="every job worked off")

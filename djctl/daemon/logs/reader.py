@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from djctl.daemon.logs.format import LogFilter, LogLine
+from djctl.daemon.logs import records
+from djctl.daemon.logs.format import LogFilter
 from djctl.daemon.logs.writer import FileId, backup_path, backups, file_id
 
 _BLOCK = 64 * 1024
@@ -23,10 +24,10 @@ _MAX_LINE = 1024 * 1024
 _LOST = object()  # _successor: the followed file was deleted
 
 
-def tail(path: Path, n: int, flt: LogFilter) -> list[str]:
+def tail(path: Path, n: int, flt: LogFilter, fmt: str | None = None) -> list[str]:
     """The last ``n`` lines matching ``flt`` (oldest first, without newlines) across
-    ``path`` and its rotated files. Reads backwards in blocks, so memory stays small
-    however big the log is; an unfinished last line is left out. Raises
+    ``path`` and its rotated files, as stored or (``fmt``) as "text" or "json" lines.
+    Reads backwards in blocks, so memory stays small however big the log is; an unfinished last line is left out. Raises
     FileNotFoundError when there is no log at all."""
     path = Path(path)
     try:
@@ -37,7 +38,7 @@ def tail(path: Path, n: int, flt: LogFilter) -> list[str]:
         fd = None
     try:
         end = _complete_end(fd, os.fstat(fd).st_size) if fd is not None else 0
-        return _last_lines(path, fd, end, n, flt)
+        return _last_lines(path, fd, end, n, flt, fmt)
     finally:
         if fd is not None:
             os.close(fd)
@@ -49,9 +50,11 @@ def follow(
     n: int = 0,
     stop: threading.Event | None = None,
     poll: float = 0.1,
+    fmt: str | None = None,
 ) -> Iterator[str]:
     """Yield the last ``n`` matching lines, then every matching line as it is written,
-    until ``stop`` is set (checked between lines and every ``poll`` seconds when idle).
+    until ``stop`` is set (checked between lines and every ``poll`` seconds when idle);
+    as stored or (``fmt``) as "text" or "json" lines.
 
     Survives rotation: when ``path`` names another file, the old one is read to its end
     and then its successor (found by inode among ``path.N``) from its start, so no line
@@ -64,11 +67,11 @@ def follow(
     path = Path(path)
     if not path.exists() and not backups(path):
         raise _no_log(path)
-    return _follow(path, flt, n, stop, poll)
+    return _follow(path, flt, n, stop, poll, fmt)
 
 
 def _follow(
-    path: Path, flt: LogFilter, n: int, stop: threading.Event | None, poll: float
+    path: Path, flt: LogFilter, n: int, stop: threading.Event | None, poll: float, fmt: str | None
 ) -> Iterator[str]:
     f = _open_when_there(path, stop, poll)
     if f is None:
@@ -77,7 +80,7 @@ def _follow(
         st = os.fstat(f.fileno())
         cur: FileId = (st.st_dev, st.st_ino)
         pos = _complete_end(f.fileno(), st.st_size)
-        yield from _last_lines(path, f.fileno(), pos, n, flt)
+        yield from _last_lines(path, f.fileno(), pos, n, flt, fmt)
         f.seek(pos)
         pending = b""
         draining = False
@@ -90,7 +93,7 @@ def _follow(
                     lines.append(pending)
                     pending = b""
                 for raw in lines:
-                    text = _accept(raw, flt)
+                    text = _accept(raw, flt, fmt)
                     if text is not None:
                         yield text
                 continue
@@ -106,7 +109,7 @@ def _follow(
                 draining = True
                 continue
             if pending:
-                text = _accept(pending, flt)
+                text = _accept(pending, flt, fmt)
                 pending = b""
                 if text is not None:
                     yield text
@@ -169,14 +172,14 @@ def _chain_index(path: Path, cur: FileId) -> int | None:
     return next((i for i in range(1, top + 2) if file_id(backup_path(path, i)) == cur), None)
 
 
-def _last_lines(path: Path, fd: int | None, end: int, n: int, flt: LogFilter) -> list[str]:
+def _last_lines(path: Path, fd: int | None, end: int, n: int, flt: LogFilter, fmt: str | None) -> list[str]:
     found: list[str] = []
     if n <= 0:
         return found
 
     def take(fd: int, end: int) -> bool:
         for raw in _lines_backwards(fd, end):
-            text = _accept(raw, flt)
+            text = _accept(raw, flt, fmt)
             if text is not None:
                 found.append(text)
                 if len(found) >= n:
@@ -226,14 +229,15 @@ def _complete_end(fd: int, size: int) -> int:
     return 0
 
 
-def _accept(raw: bytes, flt: LogFilter) -> str | None:
+def _accept(raw: bytes, flt: LogFilter, fmt: str | None) -> str | None:
     text = raw.decode("utf-8", "replace").removesuffix("\r")
     if not text:
         return None
-    if flt.everything:
-        return text
-    line = LogLine.parse(text)
-    return text if line is not None and flt.matches(line) else None
+    if not flt.everything:
+        record = records.parse(text)
+        if record is None or not flt.matches(record.line):
+            return None
+    return text if fmt is None else records.render(text, fmt)
 
 
 def _open_or_none(path: Path) -> BinaryIO | None:

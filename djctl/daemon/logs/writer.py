@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from djctl.daemon.logs.format import Clock, LogLine, utcnow
+from djctl.daemon.logs.records import Record
 
 FileId = tuple[int, int]
 
@@ -26,7 +27,8 @@ class LogWriter:
     the file is rotated: ``path.{backups-1}`` -> ``path.{backups}`` ... ``path`` ->
     ``path.1``, the oldest dropped, a new ``path`` opened. With ``backups=0`` the full
     file is unlinked. If someone else moves or deletes ``path``, the next write
-    reopens it. Only one process should write a given log.
+    reopens it. Only one process should write a given log. ``fmt`` is "text" (Heroku's
+    lines) or "json" (one object a line, see :mod:`.records`).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class LogWriter:
         max_bytes: int = 10 * 1024 * 1024,
         backups: int = 5,
         clock: Clock = utcnow,
+        fmt: str = "text",
     ) -> None:
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
@@ -44,6 +47,7 @@ class LogWriter:
         self.max_bytes = max_bytes
         self.backups = backups
         self._clock = clock
+        self.fmt = fmt
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._id: FileId | None = None
@@ -52,14 +56,18 @@ class LogWriter:
         with self._lock:
             self._open()
 
-    def write(self, source: str, proc: str, message: str) -> None:
+    def write(self, source: str, proc: str, message: str, level: str = "info") -> None:
         """Append ``message`` as one line per ``\\n``-separated part, all stamped with
         the same time. Trailing line endings are dropped. Raises ValueError for a bad
         source or proc, or when the writer is closed."""
         parts = [p.removesuffix("\r") for p in message.rstrip("\r\n").split("\n")]
         with self._lock:
             at = self._clock()
-            text = "".join(LogLine(at, source, proc, p).render() + "\n" for p in parts)
+            lines = [LogLine(at, source, proc, p) for p in parts]
+            if self.fmt == "json":
+                text = "".join(Record(line, level).to_json() + "\n" for line in lines)
+            else:
+                text = "".join(line.render() + "\n" for line in lines)
             self._append(text)
 
     def append(self, line: str) -> None:
