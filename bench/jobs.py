@@ -35,3 +35,20 @@ class Stamp:
 
     def perform(self) -> None:
         stamp(self.path, self.i)
+
+
+@dataclass
+class Block:
+    """Writes the pid running it to ``path``, then blocks in select(2) until killed: the job
+    ``bench.cancel`` cancels."""
+
+    path: str
+
+    def perform(self) -> None:
+        import os
+        import select
+
+        with open(self.path, "w") as f:
+            f.write(str(os.getpid()))
+        r, _w = os.pipe()
+        select.select([r], [], [], None)

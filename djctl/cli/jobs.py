@@ -145,9 +145,10 @@ def _refusal(outcome: admin.Outcome) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per queue and priority.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Queue depth per queue and priority: ready, scheduled, running, failed."""
+    """Queue depth per queue and priority: ready, scheduled, running, failed; and which
+    queues are paused."""
     from djctl import api
-    from djctl.queue.stats import left_unrun, queue_depth, render_depth, render_left
+    from djctl.queue.stats import is_paused, left_unrun, paused_queues, queue_depth, render_depth, render_left
 
     s = settings(ctx)
     check_supervisor_database(s)
@@ -155,10 +156,11 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     with eng.connect().execution_options(sqlite_read=True) as conn:
         rows = queue_depth(conn, api.utc_naive(api.now()))
         left = left_unrun(conn)
+        paused = paused_queues(conn)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in rows]))
+        click.echo(json.dumps([{**r.as_dict(), "paused": is_paused(paused, r.queue)} for r in rows]))
     else:
-        click.echo(render_depth(rows))
+        click.echo(render_depth(rows, paused))
         if left:
             click.echo(render_left(left))
 

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from djctl.cli import console, find, jobs, logs, schedules, supervisor, systemd
+from djctl.cli import console, control, find, jobs, logs, schedules, supervisor, systemd
 from djctl.cli.base import Group
 
 
@@ -26,6 +26,6 @@ def main(ctx: click.Context, database_url: str | None, app: str | None, director
 
 for command in (jobs.work, jobs.workoff, jobs.clear, jobs.retry, jobs.stats, find.jobs, find.show, jobs.db,
                 jobs.demo, jobs.bench, schedules.schedules, schedules.unschedule, logs.logs, console.top,
-                systemd.systemd):
+                systemd.systemd, *control.COMMANDS):
     main.add_command(command)
 supervisor.register(main)

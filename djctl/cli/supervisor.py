@@ -309,6 +309,20 @@ def ps(ctx: click.Context, type_name: str | None, as_json: bool, all_hosts: bool
         click.echo(render.ps_json(processes, type_name))
     else:
         click.echo(render.ps_text(processes, types, now, type_name) or "No processes running.")
+        for line in _paused(s):
+            click.echo(line)
+
+
+def _paused(s: config.Settings) -> list[str]:
+    """The paused queues, one line each, for ps to show under the processes; none when the
+    database cannot be read (ps answers from the supervisor, and must still)."""
+    from djctl.queue.stats import paused_lines, paused_queues
+
+    try:
+        with cli.connect(s, create=False).connect().execution_options(sqlite_read=True) as conn:
+            return paused_lines(paused_queues(conn))
+    except Exception:  # noqa: BLE001 - ps works without the database; so does its answer
+        return []
 
 
 @click.command()

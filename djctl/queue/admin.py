@@ -1,4 +1,4 @@
-"""Operator actions on the queue — retry, delete, clear — with one set of rules for every front end.
+"""Operator actions on the queue — retry, delete, clear, cancel, pause — with one set of rules for every front end.
 
 ``djctl retry``, ``djctl clear`` and the console's keys all come here, so a job the
 command line refuses the console refuses too, for the same reason.
@@ -18,6 +18,19 @@ operator's "run it now"). Every other job is refused and nothing about it change
   application chose;
 - an **unknown** id (never existed, or deleted — a job that completed is deleted).
 
+**The cancel rule.** A job that has not failed may be cancelled, running or not: it is
+kept as *failed*, with ``last_error`` saying who cancelled it and when (and which worker
+held it), rather than deleted — so the console's failed list and ``djctl show`` tell the
+next operator what happened, and a cancel by mistake is undone with ``djctl retry``. A
+running job's worker finds its claim gone within a second and kills the job's executor
+(see worker/watch.py); no worker claims a failed job, so it never runs again. A job
+that has failed already, or is gone (it finished, or was deleted), is refused.
+
+**The pause rule.** A paused queue keeps its jobs and takes new ones; no worker on any
+host claims from it (the claim reads ``djctl_paused_queues`` in its own statement). A
+queue is paused by name; a name that no job has ever used is refused (a typo would pause
+nothing) unless forced; ``*`` (``--all``) pauses every queue, those not yet named too.
+
 Each condition sits in the same statement as the change it guards (no read-then-write),
 so a worker claiming or completing a job between an operator's look and the change
 cannot make a completed job run again. Actions on ids are all or nothing: when any id is
@@ -27,19 +40,21 @@ refused, nothing changes, and the result says which ids were refused and why.
 from __future__ import annotations
 
 import enum
+import getpass
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select, true, update
+from sqlalchemy import Connection, Engine, String, and_, case, exists, insert, literal, or_, select, true, update
 from sqlalchemy import delete as delete_rows
+from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from djctl import clock, config
 from djctl.queue import doorbell
-from djctl.queue.schema import delayed_jobs
-from djctl.queue.stats import FailedFilter
+from djctl.queue.schema import Timestamp, delayed_jobs, djctl_paused_queues
+from djctl.queue.stats import EVERY_QUEUE, FailedFilter, paused_queues
 
 _c = delayed_jobs.c
 
@@ -61,6 +76,7 @@ class Refusal(enum.Enum):
     UNKNOWN = "unknown"
     RUNNING = "running"
     NOT_FAILED = "has not failed"
+    FAILED = "has failed already"
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,103 @@ def delete_failed(engine: Engine, queue: QueueChoice = EVERY, flt: FailedFilter 
     return _on_all(engine, _failed(queue, flt), _delete, wakes=False)
 
 
+CANCELLED = "Cancelled by "
+"""How a cancelled job's ``last_error`` begins: a worker whose claim is gone tells a
+cancel from a takeover by it."""
+
+
+def operator(host: str, front_end: str) -> str:
+    """Who acts, as a pause or a cancel records it: ``alice on railgun (djctl cancel)``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "someone"
+    return f"{user} on {host} ({front_end})"
+
+
+def cancellable() -> ColumnElement[bool]:
+    """The cancel rule as one SQL condition: a job that has not failed, running or not."""
+    return _c.failed_at.is_(None)
+
+
+def cancel(engine: Engine, ids: Sequence[int], by: str) -> Outcome:
+    """Cancel the jobs ``ids`` under the cancel rule (see the module docstring): each is
+    kept as failed, its last_error naming ``by`` (who cancelled it), the time, and the
+    worker that held it. All or nothing, as :func:`retry`. A running job's worker stops
+    its executor as soon as it looks (within a second): that is not waited for here."""
+    def change(where: ColumnElement[bool], now: datetime) -> Any:
+        return _cancel(by, where, now)
+    return _on_ids(engine, ids, change, cancellable(), wakes=False, why=_cancel_refusal)
+
+
+@dataclass(frozen=True)
+class Switched:
+    """What :func:`pause` or :func:`resume` did, by queue name (``*``: every queue):
+    ``changed`` now; ``unchanged`` already so (paused already, or not paused); ``unknown``
+    names no job has used, refused — with any of those, nothing changed."""
+
+    changed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+
+
+Queues = Sequence[str | None] | Every
+"""Queue names (None: the default queue), or :data:`EVERY`."""
+
+
+def pause(engine: Engine, queues: Queues, by: str, force: bool = False) -> Switched:
+    """Pause ``queues`` (or every queue, with :data:`EVERY`) on every host: no worker claims
+    from them until :func:`resume`; their jobs stay, and enqueueing still works. ``by``
+    says who paused them. A name no job has used is refused unless ``force``."""
+    names = _names(queues)
+    p = djctl_paused_queues.c
+    now = clock.utcnow()
+    with engine.begin() as conn:
+        before = paused_queues(conn)
+        for name in names:
+            known = true() if force or name in (EVERY_QUEUE, _label(None)) else _used(name)
+            fresh = ~exists().where(p.queue == name)
+            row = select(literal(name, String), literal(now, Timestamp), literal(by, String)).where(known, fresh)
+            conn.execute(insert(djctl_paused_queues).from_select([p.queue, p.paused_at, p.paused_by], row))
+        # Not the rowcount: psycopg gives none for INSERT ... SELECT.
+        after = paused_queues(conn)
+        changed = [n for n in names if n in after and n not in before]
+        unchanged = [n for n in names if n in before]
+        unknown = [n for n in names if n not in after]
+        if unknown:
+            conn.rollback()
+            return Switched(unknown=tuple(unknown))
+    return Switched(tuple(changed), tuple(unchanged))
+
+
+def resume(engine: Engine, queues: Queues) -> Switched:
+    """Resume ``queues`` (every paused one, with :data:`EVERY`): workers claim from them
+    again at once (idle ones are woken where the database allows). Resuming a queue that
+    is not paused changes nothing; a name no job has used is refused."""
+    names = _names(queues)
+    p = djctl_paused_queues.c
+    with engine.begin() as conn:
+        changed, unchanged, unknown = [], [], []
+        if queues is EVERY:
+            changed = sorted(paused_queues(conn))
+            conn.execute(delete_rows(djctl_paused_queues))
+        for name in names if queues is not EVERY else ():
+            if conn.execute(delete_rows(djctl_paused_queues).where(p.queue == name)).rowcount:
+                changed.append(name)
+            elif name == _label(None) or conn.scalar(select(_used(name))):
+                unchanged.append(name)
+            else:
+                unknown.append(name)
+        if unknown:
+            conn.rollback()
+            return Switched(unknown=tuple(unknown))
+        if changed and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_notify('djctl_jobs', '')")  # as an enqueue does
+    if changed:
+        wake(_url(engine))
+    return Switched(tuple(changed), tuple(unchanged))
+
+
 def clear(engine: Engine, queue: QueueChoice = EVERY) -> Cleared:
     """Delete every job of ``queue`` (default: every queue), running ones and recurring
     schedules included; counts, not ids (there may be millions). A running job's worker
@@ -161,8 +274,18 @@ def _delete(where: ColumnElement[bool], now: datetime) -> Any:
     return delete_rows(delayed_jobs).where(where)
 
 
+def _cancel(by: str, where: ColumnElement[bool], now: datetime) -> Any:
+    held = case((_c.locked_by.is_not(None), literal("; it was claimed by ", String) + _c.locked_by),
+                else_=literal("; it was not running", String))
+    note = literal(f"{CANCELLED}{by} at {now:%Y-%m-%d %H:%M:%S} UTC", String) + held
+    # last_error first: MySQL assigns in order, and it reads locked_by before it is cleared.
+    return update(delayed_jobs).where(where).ordered_values(
+        (_c.last_error, note), (_c.failed_at, now), (_c.locked_at, None), (_c.locked_by, None),
+        (_c.updated_at, now))
+
+
 def _on_ids(engine: Engine, ids: Sequence[int], change: Change, allowed: ColumnElement[bool],
-            wakes: bool) -> Outcome:
+            wakes: bool, why: Callable[[Row], Refusal] | None = None) -> Outcome:
     wanted = sorted(set(ids))
     if not wanted:
         return Outcome()
@@ -171,7 +294,7 @@ def _on_ids(engine: Engine, ids: Sequence[int], change: Change, allowed: ColumnE
         changed = _apply(conn, change, and_(_c.id.in_(wanted), allowed), now)
         refused = set(wanted) - set(changed)
         if refused:
-            reasons = _reasons(conn, sorted(refused))
+            reasons = _reasons(conn, sorted(refused), why or _retry_refusal)
             conn.rollback()
             return Outcome(refused=reasons)
     if wakes:
@@ -202,19 +325,33 @@ def _apply(conn: Connection, change: Change, where: ColumnElement[bool], now: da
     return ids
 
 
-def _reasons(conn: Connection, ids: Iterable[int]) -> dict[int, Refusal]:
+def _reasons(conn: Connection, ids: Iterable[int], why: Callable[[Row], Refusal]) -> dict[int, Refusal]:
     rows = {r.id: r for r in conn.execute(select(_c.id, _c.locked_at, _c.failed_at, _c.attempts)
                                           .where(_c.id.in_(list(ids))))}
-    out = {}
-    for i in ids:
-        r = rows.get(i)
-        if r is None:
-            out[i] = Refusal.UNKNOWN
-        elif r.failed_at is None and r.locked_at is not None:
-            out[i] = Refusal.RUNNING
-        else:
-            out[i] = Refusal.NOT_FAILED
-    return out
+    return {i: Refusal.UNKNOWN if rows.get(i) is None else why(rows[i]) for i in ids}
+
+
+def _retry_refusal(r: Row) -> Refusal:
+    return Refusal.RUNNING if r.failed_at is None and r.locked_at is not None else Refusal.NOT_FAILED
+
+
+def _cancel_refusal(r: Row) -> Refusal:
+    return Refusal.FAILED
+
+
+def _names(queues: Queues) -> list[str]:
+    """The paused-queues names of ``queues``, each once, in order."""
+    if queues is EVERY:
+        return [EVERY_QUEUE]
+    names = list(dict.fromkeys(_label(q) for q in queues))
+    if EVERY_QUEUE in names:
+        raise ValueError(f"{EVERY_QUEUE!r} is not a queue name (every queue is --all)")
+    return names
+
+
+def _used(name: str) -> ColumnElement[bool]:
+    """Some job (in any state) is in queue ``name``: it names a queue, not a typo."""
+    return exists().where(_queue(name))
 
 
 def _failed(queue: QueueChoice, flt: FailedFilter) -> ColumnElement[bool]:

@@ -24,6 +24,14 @@ SET_LOCK = (
 """What a claim writes on each row it takes (the gated claim too)."""
 
 
+PAUSED = ("AND NOT EXISTS (SELECT 1 FROM djctl_paused_queues "
+          "WHERE djctl_paused_queues.queue IN (COALESCE(delayed_jobs.queue, :default_queue), '*'))")
+"""The claim's condition that the job's queue is not paused (``*`` pauses every queue).
+The paused table is tiny and read without a lock (a plain subquery under FOR UPDATE
+locks nothing on MySQL or PostgreSQL), so pausing never waits for a claim, nor a claim
+for a pause."""
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     """A row this worker holds the lock on; ``attempts`` already counts this run."""
@@ -56,7 +64,9 @@ class Filter:
     default_queue: str = "default"
 
     def sql(self) -> str:
-        parts = []
+        # Never a job of a paused queue (djctl pause): read in the claim's own statement,
+        # so a pause holds from the next claim of every worker on every host.
+        parts = [PAUSED]
         if self.queues is not None:
             if self.default_queue in self.queues:
                 parts.append("AND (queue IN :queues OR queue IS NULL)")
@@ -69,7 +79,7 @@ class Filter:
         return " ".join(parts)
 
     def params(self) -> dict:
-        out: dict = {}
+        out: dict = {"default_queue": self.default_queue}
         if self.queues is not None:
             out["queues"] = list(self.queues)
         if self.min_priority is not None:
@@ -149,6 +159,9 @@ class Claims:
             "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now "
             "WHERE id = :id AND locked_by = :me"
         )
+        self._watch = _stmt(
+            "SELECT id, locked_by, CASE WHEN locked_by = :me THEN NULL "
+            "ELSE COALESCE(SUBSTR(last_error, 1, 500), '') END FROM delayed_jobs WHERE id IN :ids", "ids")
         renew = "UPDATE delayed_jobs SET locked_at = :now WHERE id IN :ids AND locked_by = :me"
         if dialect in ("postgresql", "sqlite"):
             self._renew = _stmt(renew + " RETURNING id", "ids")
@@ -308,6 +321,15 @@ class Claims:
         if held:
             conn.execute(self._renew, {"ids": list(held), "me": self.locked_by, "now": now})
         return held
+
+    def lost(self, conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
+        """Of the claims ``ids``, those this worker no longer holds (a read, no lock): each
+        with the start of its row's last_error ('' for none), or None when the row is gone.
+        A running job among them must be stopped: it was cancelled, cleared or taken over."""
+        if not ids:
+            return {}
+        rows = {i: (by, error) for i, by, error in conn.execute(self._watch, {"ids": list(ids), "me": self.locked_by})}
+        return {i: rows[i][1] if i in rows else None for i in ids if i not in rows or rows[i][0] != self.locked_by}
 
 
 # A job that ends failed here frees its unique key (SET sees the row's old values).

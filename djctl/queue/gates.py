@@ -88,7 +88,9 @@ class Gates:
             "WITH RECURSIVE g(gate, n) AS ("
             f"SELECT (SELECT MIN(gate) FROM delayed_jobs WHERE gate > :after AND {ready}), 1 "
             "UNION ALL "
-            f"SELECT (SELECT MIN(d.gate) FROM delayed_jobs d WHERE d.gate > g.gate AND {ready}), g.n + 1 "
+            # Unaliased: the filter's paused-queues condition names delayed_jobs.queue.
+            f"SELECT (SELECT MIN(delayed_jobs.gate) FROM delayed_jobs WHERE delayed_jobs.gate > g.gate AND {ready}), "
+            "g.n + 1 "
             "FROM g WHERE g.gate IS NOT NULL AND g.n < :most) "
             "SELECT gate FROM g WHERE gate IS NOT NULL",
             *expanding,

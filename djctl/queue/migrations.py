@@ -14,7 +14,7 @@ from sqlalchemy.engine.mock import MockConnection
 
 from djctl.clock import utcnow
 from djctl.queue import limits_schema
-from djctl.queue.schema import Timestamp, delayed_jobs, djctl_processes, djctl_task_results
+from djctl.queue.schema import Timestamp, delayed_jobs, djctl_paused_queues, djctl_processes, djctl_task_results
 
 version_metadata = MetaData()
 schema_migrations = Table(
@@ -78,12 +78,17 @@ def _add_process_progress(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE djctl_processes ADD COLUMN progress VARCHAR(255)")
 
 
+def _create_djctl_paused_queues(conn: Connection) -> None:
+    djctl_paused_queues.create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create delayed_jobs", _create_delayed_jobs),
     Migration(2, "create djctl_processes", _create_djctl_processes),
     Migration(3, "name the default queue", _name_the_default_queue),
     Migration(4, "create djctl_task_results", _create_djctl_task_results),
     Migration(5, "add djctl_processes.progress", _add_process_progress),
+    Migration(6, "create djctl_paused_queues", _create_djctl_paused_queues),
     Migration(7, "concurrency limits, throttles and unique keys", limits_schema.add_limits),
 ]
 

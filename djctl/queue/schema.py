@@ -180,3 +180,14 @@ djctl_task_results = Table(
     # Pruning deletes finished results older than the retention: it reads only this index.
     Index("djctl_task_results_finished", "finished_at"),
 )
+
+# One row per paused queue (``djctl pause``): no worker on any host claims a job of a
+# queue named here, and the row ``*`` pauses every queue. Kept in the database so that
+# a pause reaches every host's workers at their next claim and outlives restarts.
+djctl_paused_queues = Table(
+    "djctl_paused_queues",
+    metadata,
+    Column("queue", String(255), primary_key=True),
+    Column("paused_at", Timestamp, nullable=False),
+    Column("paused_by", String(255), nullable=False),
+)

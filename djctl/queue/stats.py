@@ -16,7 +16,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from djctl import config
 from djctl.handlers import display_name
 from djctl.queue.gates import describe
-from djctl.queue.schema import Timestamp, delayed_jobs
+from djctl.queue.schema import Timestamp, delayed_jobs, djctl_paused_queues
 
 Group = tuple[str | None, int]
 
@@ -154,13 +154,54 @@ def _count(where):
     return select(func.count()).select_from(delayed_jobs).where(where).scalar_subquery()
 
 
-def render_depth(rows: list[Depth]) -> str:
+EVERY_QUEUE = "*"
+"""The paused-queues row that pauses every queue (``djctl pause --all``)."""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A paused queue (:data:`EVERY_QUEUE` for every queue): since when (naive UTC), by whom."""
+
+    queue: str
+    paused_at: datetime
+    paused_by: str
+
+    @property
+    def what(self) -> str:
+        """``queue mail`` or ``every queue``."""
+        return "every queue" if self.queue == EVERY_QUEUE else f"queue {self.queue}"
+
+    @property
+    def since(self) -> str:
+        """``since 2026-12-02 09:50:01 UTC by alice on railgun (djctl pause)``"""
+        return f"since {self.paused_at:%Y-%m-%d %H:%M:%S} UTC by {self.paused_by}"
+
+    def sentence(self) -> str:
+        """``queue mail paused since ... by ...``"""
+        return f"{self.what} paused {self.since}"
+
+
+def paused_queues(conn: Connection) -> dict[str, Pause]:
+    """The paused queues by name (:data:`EVERY_QUEUE` when every queue is paused)."""
+    p = djctl_paused_queues.c
+    rows = conn.execute(select(p.queue, p.paused_at, p.paused_by).order_by(p.queue))
+    return {r.queue: Pause(r.queue, r.paused_at, r.paused_by) for r in rows}
+
+
+def is_paused(paused: dict[str, Pause], queue: str | None) -> bool:
+    """Whether no worker claims from ``queue`` (None: the default queue) under ``paused``."""
+    return queue_label(queue) in paused or EVERY_QUEUE in paused
+
+
+def render_depth(rows: list[Depth], paused: dict[str, Pause] | None = None) -> str:
     """The ``djctl stats`` table; the waiting column and the gates waited on only when a
-    job waits on one."""
+    job waits on one; a paused queue's name says so, and a line under the table says
+    since when and by whom (for a paused queue with no job, too)."""
+    paused = paused or {}
     gated = any(d.waiting for d in rows)
     header = ("queue", "priority", "ready", *(("waiting",) if gated else ()), "scheduled", "running", "failed")
     body = [
-        (queue_label(d.queue), str(d.priority), str(d.ready),
+        (queue_label(d.queue) + (" (paused)" if is_paused(paused, d.queue) else ""), str(d.priority), str(d.ready),
          *((str(d.waiting),) if gated else ()), str(d.scheduled), str(d.running), str(d.failed))
         for d in rows
     ]
@@ -173,6 +214,7 @@ def render_depth(rows: list[Depth]) -> str:
         lines.append("(no jobs)")
     if gated:
         lines += ["", *render_waiting(rows)]
+    lines.extend(paused_lines(paused))
     return "\n".join(lines)
 
 
@@ -184,6 +226,12 @@ def render_waiting(rows: list[Depth]) -> list[str]:
             total[gate] = total.get(gate, 0) + n
     return [f"{n} job{'s' if n != 1 else ''} wait{'s' if n == 1 else ''} for {describe(gate)}"
             for gate, n in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def paused_lines(paused: dict[str, Pause]) -> list[str]:
+    """``Paused: queue mail since ... by ...; djctl resume mail resumes it``, one per paused queue."""
+    return [f"Paused: {p.what} {p.since}; djctl resume {'--all' if p.queue == EVERY_QUEUE else p.queue} resumes it"
+            for p in paused.values()]
 
 
 # --- Failed jobs and the oldest ready job: more queries the console shares. ---

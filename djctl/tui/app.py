@@ -236,6 +236,27 @@ class DjctlTop(App[None]):
         self._confirm(f"Clear queue {stats.queue_label(row.queue)}: delete {what}, of every priority?",
                       lambda: _jobs("Deleted", self.source.clear_queue(row.queue)), verb="Clear")
 
+    def action_pause_queue(self) -> None:
+        row = self.dashboard.query_one(QueuePanel).selected()
+        if row is None or self.snapshot is None:
+            self.notify("no queue selected", severity="warning")
+            return
+        if self.snapshot.is_paused(row.queue):
+            self._act(lambda: self.source.resume_queue(row.queue))
+        else:
+            self._act(lambda: self.source.pause_queue(row.queue))
+
+    def action_cancel_job(self) -> None:
+        proc = self.dashboard.query_one(ProcessPanel).selected()
+        if proc is None or proc.job_id is None:
+            self.notify("no running job selected: select a process that runs one (Processes, tab)",
+                        severity="warning")
+            return
+        job_id, where = proc.job_id, f"{proc.name} on {proc.host}"
+        self._confirm(f"Cancel job {proc.job} running in {where}? Its executor is killed at once, "
+                      "and the job is kept as failed, never run again.",
+                      lambda: f"Cancelled job {job_id}." if self.source.cancel([job_id]) else "", verb="Cancel job")
+
     def action_filter(self) -> None:
         def chosen(flt: JobFilter | None) -> None:
             if flt is not None:

@@ -32,6 +32,8 @@ from djctl.daemon import client
 from djctl.queue import admin, lookup, stats
 from djctl.queue import engines as store
 from djctl.queue.schema import delayed_jobs, djctl_processes
+from djctl.tui import controls
+from djctl.tui.controls import ActionError
 from djctl.worker import identity
 
 Clock = Callable[[], datetime]
@@ -92,6 +94,7 @@ class ProcessRow:
     memory: int | None = None
     job: str | None = None
     job_since: datetime | None = None
+    job_id: int | None = None
     stale: bool = False
     progress: str | None = None
     """The running job's last ``djctl.progress``: ``42% resizing``."""
@@ -120,10 +123,11 @@ class Snapshot:
     failed_total: int = 0
     left_unrun: int = 0
     """Waiting jobs that workers with no app configured gave back unrun."""
+    paused: frozenset[str] = frozenset()
+    """The paused queues' names (``*``: every queue is paused)."""
 
-
-class ActionError(Exception):
-    """An operator action could not be done; the message is one line to show."""
+    def is_paused(self, queue: str | None) -> bool:
+        return stats.queue_label(queue) in self.paused or stats.EVERY_QUEUE in self.paused
 
 
 class Source(Protocol):
@@ -144,6 +148,9 @@ class Source(Protocol):
     def delete(self, ids: Sequence[int]) -> int: ...
     def delete_failed(self, flt: JobFilter) -> int: ...
     def clear_queue(self, queue: str | None) -> int: ...
+    def pause_queue(self, queue: str | None) -> str: ...
+    def resume_queue(self, queue: str | None) -> str: ...
+    def cancel(self, ids: Sequence[int]) -> int: ...
 
 
 class SupervisorLink:
@@ -224,14 +231,19 @@ class DatabaseSource:
                 total = sum(d.failed for d in depth)
             processes = self._processes(conn, ps, now)
             left = sum(n for g, n in stats.left_unrun(conn).items() if flt.wants(g[0]))
+            paused = frozenset(stats.paused_queues(conn))
         queues = tuple(QueueRow(d.queue, d.priority, d.ready, d.scheduled, d.running, d.failed,
                                 oldest.get((d.queue, d.priority)), waiting=d.waiting, waiting_on=d.waiting_on)
                        for d in depth)
+        # A paused queue with no job left still shows, so that it can be resumed here.
+        shown = {stats.queue_label(q.queue) for q in queues}
+        queues += tuple(QueueRow(q, 0, 0, 0, 0, 0) for q in sorted(paused - shown - {stats.EVERY_QUEUE})
+                        if flt.wants(q))
         if ps is None:
             supervision = Supervision(False, note=why)
         else:
             supervision = Supervision(True, dict(ps.get("formation") or {}), dict(ps.get("types") or {}))
-        return Snapshot(taken, supervision, tuple(processes), queues, tuple(failed), total, left)
+        return Snapshot(taken, supervision, tuple(processes), queues, tuple(failed), total, left, paused)
 
     def traceback(self, job_id: int) -> str | None:
         """The full last_error of job ``job_id`` (None when it has none or is gone)."""
@@ -282,7 +294,7 @@ class DatabaseSource:
             job = jobs.get((p.host, p.pid)) if p.pid is not None else None
             cpu, mem = self._usage(p.pid) if p.local and p.state not in ("down", "crashed") else (None, None)
             out.append(replace(p, cpu=cpu, memory=mem, job=job[0] if job else None,
-                                job_since=job[1] if job else None))
+                                job_since=job[1] if job else None, job_id=job[2] if job else None))
         # As ``djctl ps`` lists them: this host's types in Procfile order, then every other
         # host's as ``ps --all-hosts`` does (by host and type); by index within a type.
         order = list((ps or {}).get("types") or {})
@@ -297,7 +309,7 @@ class DatabaseSource:
                                         p.heartbeat_at, p.progress)))
 
     def _current_jobs(self, conn: Connection,
-                      procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime]]:
+                      procs: Iterable[ProcessRow]) -> dict[tuple[str, int], tuple[str, datetime, int]]:
         names = {identity.format(p.host, p.pid): (p.host, p.pid) for p in procs if p.pid is not None}
         if not names:
             return {}
@@ -310,7 +322,8 @@ class DatabaseSource:
             for name in names
         ]
         rows = conn.execute(union_all(*[select(*p.c) for p in parts]))
-        return {names[r.locked_by]: (f"{stats.job_name(r.handler or '')} (id={r.id})", r.locked_at) for r in rows}
+        return {names[r.locked_by]: (f"{stats.job_name(r.handler or '')} (id={r.id})", r.locked_at, r.id)
+                for r in rows}
 
     def _usage(self, pid: int | None) -> tuple[float | None, int | None]:
         """CPU percent and RSS of the process that does ``pid``'s work: a worker runs its
@@ -374,6 +387,15 @@ class DatabaseSource:
         included, as ``djctl clear --queue``; how many rows."""
         cleared = admin.clear(self._engine, queue)
         return cleared.jobs + cleared.schedules
+
+    def pause_queue(self, queue: str | None) -> str:
+        return controls.pause_queue(self._engine, queue)
+
+    def resume_queue(self, queue: str | None) -> str:
+        return controls.resume_queue(self._engine, queue)
+
+    def cancel(self, ids: Sequence[int]) -> int:
+        return controls.cancel(self._engine, ids)
 
 
 def _queue(label: str | None) -> admin.QueueChoice:

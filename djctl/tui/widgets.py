@@ -127,14 +127,23 @@ class QueuePanel(Panel):
         # The deepest first: on a small screen the queues that back up are the ones shown.
         deepest = sorted(rows, key=lambda q: (-q.ready - q.waiting, -q.failed, stats.queue_label(q.queue), q.priority))
         self._by_key = {f"{stats.queue_label(q.queue)}|{q.priority}": q for q in deepest}
+        snap = frame.snapshot
         self.query_one(RowTable).fill([
-            (k, (stats.queue_label(q.queue), str(q.priority), _ready(q), str(q.scheduled), str(q.running),
+            (k, (self._label(q, snap), str(q.priority), _ready(q), str(q.scheduled), str(q.running),
                  Text(str(q.failed), style="red" if q.failed else ""), age(_since(frame.now, q.oldest_ready))))
             for k, q in self._by_key.items()
         ])
         total = [sum(getattr(q, f) for q in rows) for f in ("ready", "scheduled", "running", "failed")]
-        self.border_subtitle = (_waiting(rows) +
+        every = "EVERY QUEUE PAUSED · " if stats.EVERY_QUEUE in snap.paused else ""
+        self.border_subtitle = (every + _waiting(rows) +
                                 "total: {} ready · {} scheduled · {} running · {} failed".format(*total))
+
+    @staticmethod
+    def _label(q: QueueRow, snap: Snapshot) -> Text:
+        """The queue's name, and ``paused`` (in yellow) when no worker claims from it."""
+        if snap.is_paused(q.queue):
+            return Text.assemble(stats.queue_label(q.queue), (" paused", "bold yellow"))
+        return Text(stats.queue_label(q.queue))
 
     def selected(self) -> QueueRow | None:
         key = self.query_one(RowTable).selected_key()

@@ -226,7 +226,7 @@ class InFlight:
         """Kill the executor (if not already) and give up every job sent to it, with no
         outcome: their claims are about to expire or are gone. Returns what was sent."""
         if self.child is not None:
-            self.child.kill()
+            self.child.kill()  # and every process its job started: nothing of it runs on
             self.child.reap()
             self.child = None
         self.fenced = False

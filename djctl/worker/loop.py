@@ -34,6 +34,7 @@ from djctl.worker.output import flush
 from djctl.worker.report import Report, throughput
 from djctl.worker.rounds import Claimed, Round, Rounds
 from djctl.worker.wakeup import Waker, open_waker
+from djctl.worker.watch import Watch, stopped
 
 
 class Owner(Protocol):
@@ -99,6 +100,7 @@ class Loop:
         self._read_ahead, self.stats_every, self.clock, self._say = read_ahead, stats_every, clock, say
         self.inflight, self.rounds, self.guard, self.report = inflight, rounds, guard, report
         self._journal, self._url, self._wake_r = journal_file, url, wake_r
+        self.watch = Watch()
         self._sqlite = store.sqlite_path(url)
         self._file = None if self._sqlite is None else store.file_identity(self._sqlite)
 
@@ -133,6 +135,8 @@ class Loop:
             self._database(p, now, want)
         if self.guard.expired():
             self._fence(p)
+        if self.watch.due(now, self.inflight.running_for()) and now >= p.db_retry_at:
+            self._watch(p)
         self._dispatch(p)
         if not self.inflight.sent and not p.outcomes:
             if self.w.stopping:
@@ -215,8 +219,7 @@ class Loop:
                 self._say(f"Job (id={job_id}) was taken over by another worker before it started; skipped")
             running = self.inflight.sent[0] if self.inflight.sent else None
             if running is not None and running.started is not None and running.job.id not in got.held:
-                self._stop_running(p, f"Job {running.name} (id={running.job.id}) claim lost "
-                                      f"(taken over by another worker); stopped")
+                self._watch(p, lost=True)
         self._reported(p, got.lost)
         if not self.inflight.sent and not p.pending:
             # Everything the executor finished is recorded and nothing is in its hands.
@@ -291,6 +294,22 @@ class Loop:
         p.pending.clear()
         self.rounds.unsure = True  # the next round gives back what is locked in our name
         self.guard.clear()
+
+    def _watch(self, p: Pass, lost: bool = False) -> None:
+        """Stop the running job if its claim is gone (or is known ``lost``), saying why:
+        cancelled, cleared or taken over."""
+        running = self.inflight.sent[0]
+        try:
+            gone = self.rounds.lost([running.job.id])
+        except DBAPIError:
+            if not lost:
+                # Looked again no sooner than the next round may try: the round says what is
+                # wrong, and the lease guard stands by meanwhile.
+                p.db_retry_at = self.clock() + p.db_backoff
+                return
+            gone = {running.job.id: ""}
+        if lost or running.job.id in gone:
+            self._stop_running(p, stopped(running.name, running.job.id, gone.get(running.job.id, "")))
 
     def _stop_running(self, p: Pass, message: str) -> None:
         """Kill the running job (its claim is gone); the ones queued behind it wait again."""
@@ -379,6 +398,9 @@ class Loop:
         if sent and sent[0].deadline is not None:
             candidates.append(sent[0].deadline - now)
         took = self.inflight.running_for()
+        look = self.watch.wait(now, took)
+        if look is not None:
+            candidates.append(look)
         if took is not None and took < GIVE_BACK_AFTER and (p.pending or len(sent) > 1):
             candidates.append(GIVE_BACK_AFTER - took)
         return max(0.0, min(candidates))

@@ -124,6 +124,20 @@ class Rounds:
             self._connected_since = self.monotonic()
         return Claimed(jobs, held, lost)
 
+    def lost(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """A read of its own (on SQLite, without the write lock): which of the claims
+        ``ids`` this worker no longer holds, as :meth:`Claims.lost`."""
+        conn = self._connection()
+        try:
+            conn.execution_options(sqlite_read=True)
+            with conn.begin():
+                return self.claims.lost(conn, ids)
+        except Exception:
+            self.drop()
+            raise
+        finally:
+            conn.execution_options(sqlite_read=False)
+
     def _judging(self) -> bool:
         """Whether this worker may judge others' leases: only once it has been connected
         for a whole lease, for while it was cut off it could not see their renewals."""

@@ -214,15 +214,15 @@ def test_stats_counts_per_queue_and_priority(db_url, cli, engine):
     r = cli("stats", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    none = {"waiting": 0, "waiting_on": {}}  # no job waits on a concurrency key or a throttle
+    none = {"waiting": 0, "waiting_on": {}, "paused": False}  # no job waits on a key or a throttle; none paused
     assert data == [
         {"queue": "default", "priority": 0, "ready": 2, "scheduled": 1, "running": 0, "failed": 0, **none},
         {"queue": "mail", "priority": -3, "ready": 1, "scheduled": 0, "running": 0, "failed": 0, **none},
         {"queue": "mail", "priority": 0, "ready": 0, "scheduled": 0, "running": 1, "failed": 0, **none},
         {"queue": "mail", "priority": 5, "ready": 0, "scheduled": 0, "running": 0, "failed": 1, **none},
     ]
-    assert all(list(d) == ["queue", "priority", "ready", "scheduled", "running", "failed", "waiting", "waiting_on"]
-               for d in data)
+    assert all(list(d) == ["queue", "priority", "ready", "scheduled", "running", "failed", "waiting", "waiting_on",
+                           "paused"] for d in data)
 
     r = cli("stats")
     assert r.returncode == 0, r.stderr

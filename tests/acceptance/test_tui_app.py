@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import psutil
 import pytest
 from sqlalchemy import text
 
@@ -25,7 +26,7 @@ from djctl.tui.logview import LogPanel
 from djctl.tui.sources import DatabaseSource
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel
 from djctl.worker.worker import Worker
-from tests.jobs import Fail, Touch
+from tests.jobs import Fail, StuckInSyscall, Touch
 from tests.support.app import App
 from tests.support.commands import djctl_cmd
 from tests.support.rows import count
@@ -383,3 +384,58 @@ async def test_jobs_waiting_on_a_key_show_as_waiting_with_the_key(db):
         assert str(panel.border_subtitle).startswith("3 waiting on account:42 · total: 1 ready")
         row = panel.query_one("RowTable").get_row_at(0)
         assert [str(c) for c in row[:5]] == ["default", "0", "1+3w", "0", "1"]
+
+
+def paused_names(url: str) -> set[str]:
+    with api.engine(url).connect() as conn:
+        return set(conn.scalars(text("SELECT queue FROM djctl_paused_queues")))
+
+
+@pilot_test
+async def test_p_pauses_the_selected_queue_and_p_again_resumes_it(db):
+    for i in range(3):
+        djctl.enqueue(Touch("/dev/null", str(i)), queue="mail")
+    djctl.enqueue(Touch("/dev/null", "default"))
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app, lambda: len(app.snapshot.queues) == 2)
+        app.query_one("#queues").focus()  # the deepest first: mail
+        assert app.query_one(QueuePanel).selected().queue == "mail"
+        await pilot.press("p")
+        await until(pilot, lambda: paused_names(db) == {"mail"}, message="mail paused")
+        await until(pilot, lambda: any("Paused queue mail" in n for n in notes(app)))
+        await loaded(pilot, app, lambda: app.snapshot.is_paused("mail"))
+        assert "mail paused" in str(app.query_one("#queues").get_row_at(0)[0])
+        assert not app.snapshot.is_paused(None)
+        await pilot.press("p")
+        await until(pilot, lambda: paused_names(db) == set(), message="mail resumed")
+        await until(pilot, lambda: any("Resumed queue mail" in n for n in notes(app)))
+    assert count(db, "queue = 'mail'") == 3  # nothing else changed
+
+
+@pilot_test
+async def test_k_cancels_the_selected_processes_running_job_only_when_confirmed(supervisor, db, tmp_path):
+    out = tmp_path / "out"
+    stuck = djctl.enqueue(StuckInSyscall(str(out)))
+    started = wait_for(lambda: out.exists() and out.read_text().split(), timeout=30, message="the job to start")
+    executor = int(started[1])
+    app = console()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app, lambda: getattr(app.query_one(ProcessPanel).selected(), "job_id", None) == stuck)
+        await pilot.press("k")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert app.screen.focused.id == "cancel"
+        assert f"Cancel job StuckInSyscall (id={stuck}) running in worker.1" in str(app.screen.question)
+        await pilot.press("enter")  # Cancel is the default: nothing happens
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await pilot.pause(0.3)
+        assert count(db, "id = :i AND failed_at IS NULL", i=stuck) == 1
+        await pilot.press("k")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("tab", "enter")
+        await until(pilot, lambda: count(db, "id = :i AND failed_at IS NOT NULL", i=stuck) == 1,
+                    message="the job cancelled")
+        await until(pilot, lambda: f"Cancelled job {stuck}." in notes(app))
+    wait_for(lambda: not psutil.pid_exists(executor) or psutil.Process(executor).status() == psutil.STATUS_ZOMBIE,
+             timeout=30, message="the executor killed")
+    assert count(db, "id = :i AND last_error LIKE '%(djctl top)%' AND locked_by IS NULL", i=stuck) == 1

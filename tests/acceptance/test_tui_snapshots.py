@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -43,7 +43,7 @@ def fixed_snapshot(running: bool = True) -> Snapshot:
     processes = (
         ProcessRow("worker.1", "worker", "railgun", 25794, "up", T - timedelta(minutes=3), "djctl work",
                 cpu=12.5, memory=48_300_000, job="ResizePhoto (id=1042)", job_since=T - timedelta(seconds=2),
-                progress="42% resizing 3 of 7"),
+                progress="42% resizing 3 of 7", job_id=1042),
         ProcessRow("worker.2", "worker", "railgun", 25801, "crashed", T - timedelta(seconds=20), "djctl work"),
         ProcessRow("mail.1", "mail", "railgun", 25810, "up", T - timedelta(hours=2, minutes=5),
                 "djctl work --queues mail", cpu=0.3, memory=41_000_000),
@@ -107,6 +107,9 @@ class FixedSource:
     def delete(self, ids: Sequence[int]) -> int: raise AssertionError("no actions in snapshots")
     def delete_failed(self, flt: JobFilter) -> int: raise AssertionError("no actions in snapshots")
     def clear_queue(self, queue: str | None) -> int: raise AssertionError("no actions in snapshots")
+    def pause_queue(self, queue: str | None) -> str: raise AssertionError("no actions in snapshots")
+    def resume_queue(self, queue: str | None) -> str: raise AssertionError("no actions in snapshots")
+    def cancel(self, ids: Sequence[int]) -> int: raise AssertionError("no actions in snapshots")
 
 
 LOG_LINES = 24
@@ -159,10 +162,11 @@ def write_log(path: Path) -> Path:
 
 @pytest.fixture
 def make_app(tmp_path):
-    def make(running: bool = True) -> DjctlTop:
+    def make(running: bool = True, paused: frozenset[str] = frozenset()) -> DjctlTop:
         path = tmp_path / "djctl.log"
         events = write_log(path)
-        return DjctlTop(FixedSource(fixed_snapshot(running), path, events), clock=lambda: NOW, refresh=0.5, window=60)
+        snap = replace(fixed_snapshot(running), paused=paused)
+        return DjctlTop(FixedSource(snap, path, events), clock=lambda: NOW, refresh=0.5, window=60)
     return make
 
 
@@ -283,3 +287,16 @@ def test_command_palette(snap_compare, make_app):
         await pilot.press(*"retry")
         await pilot.pause(0.5)
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=settled(palette))
+
+
+def test_dashboard_with_a_paused_queue(snap_compare, make_app):
+    assert snap_compare(make_app(paused=frozenset({"mail"})), terminal_size=SIZE, run_before=settled())
+
+
+def test_confirm_cancel_of_a_running_job_with_cancel_focused(snap_compare, make_app):
+    async def confirm(pilot):
+        pilot.app.dashboard.query_one("#processes").focus()
+        await pilot.press("k")
+        await _until(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen")
+        assert pilot.app.screen.focused.id == "cancel"
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settled(confirm))

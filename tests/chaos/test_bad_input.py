@@ -78,6 +78,17 @@ CASES = [
     Case(("stats", "--json", "extra"), 2, "unexpected extra argument"),
     Case(("ps", "--bogus"), 2, "No such option '--bogus'"),
     Case(("--app", "no_such_app_pkg", "workoff"), 2, "cannot import application package 'no_such_app_pkg'"),
+    # pause, resume, cancel (issue 17): jobs 1-3 wait in mail, FAILED_ID has failed
+    Case(("pause",), 2, "name the queues to pause, or --all"),
+    Case(("pause", "mail", "--all"), 2, "name the queues to pause, or --all (not both)"),
+    Case(("pause", "mail", "mial"), 2, "no job has ever been in queue mial: nothing paused"),
+    Case(("pause", "*"), 2, "'*' is not a queue name (every queue is --all)"),
+    Case(("resume",), 2, "name the queues to resume, or --all"),
+    Case(("resume", "nosuch"), 2, "no queue nosuch: no job has ever been in it and it is not paused"),
+    Case(("cancel",), 2, "name the IDs of the jobs to cancel"),
+    Case(("cancel", "abc"), 2, "'abc' is not a valid integer"),
+    Case(("cancel", "1", "999999"), 2, "no job with id 999999 (it finished, was deleted, or never existed)"),
+    Case(("cancel", "2", "5"), 2, "job 5 has failed already: nothing to cancel; nothing cancelled"),
     # Procfiles
     Case(("scale", "worker=2"), 1, "Procfile line 1: expected 'name: command'", files={"Procfile": BAD_PROCFILE}),
     Case(("scale", "worker=2"), 1, "Procfile line 2: process type 'worker' is defined twice (first on line 1)",
@@ -138,9 +149,14 @@ UP_CASES = [
 ]
 
 
+FAILED_ID = 5
+
+
 def snapshot(url: str) -> list[tuple]:
+    """Every job, and the paused queues."""
     with api.engine(url).connect().execution_options(sqlite_read=True) as conn:
-        return [tuple(r) for r in conn.execute(text("SELECT * FROM delayed_jobs ORDER BY id"))]
+        return [tuple(r) for r in conn.execute(text("SELECT * FROM delayed_jobs ORDER BY id"))] + [
+            tuple(r) for r in conn.execute(text("SELECT * FROM djctl_paused_queues ORDER BY queue"))]
 
 
 def prepare(app, case: Case) -> None:
@@ -165,9 +181,11 @@ def one_line(case: Case, code: int, stdout: str, stderr: str) -> None:
 @pytest.mark.parametrize("db_kind", ["sqlite"])
 def test_bad_input_is_one_clear_line_and_changes_nothing(db_kind, request, tmp_path):
     assert len(CASES) + len(UP_CASES) >= 30
+    request.getfixturevalue("db_url")  # first: the jobs below go to the database the cases run on
     djctl.enqueue_many([Touch(str(tmp_path / "never"), str(i)) for i in range(3)], queue="mail")
     djctl.enqueue(Touch(str(tmp_path / "never"), "later"), run_at=djctl.now() + timedelta(days=1))
     failed = djctl.enqueue(Fail())
+    assert failed == FAILED_ID, "the cancel cases name the failed job by its id"
     with api.engine().begin() as conn:
         conn.execute(text("UPDATE delayed_jobs SET failed_at = run_at, attempts = 25, last_error = 'x' "
                           "WHERE id = :id"), {"id": failed})
