@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 
 from djctl import clock, dburl
 from djctl.config import ConfigError
@@ -154,9 +154,9 @@ def make_engine(url: str | URL, pool_size: int = 5) -> Engine:
         kwargs["connect_args"] = {"connect_timeout": 10}
     try:
         engine = create_engine(parsed, **kwargs)
-    except ModuleNotFoundError as e:
+    except (ModuleNotFoundError, NoSuchModuleError):
         driver = parsed.drivername.partition("+")[2]
-        raise ConfigError(f"database URL {describe(parsed)}: its driver {driver or e.name!r} is not installed; "
+        raise ConfigError(f"database URL {describe(parsed)}: its driver {driver!r} is not installed; "
                           f"drop '+{driver}' to use djctl's own (psycopg 3, PyMySQL), or install it") from None
     event.listen(engine, "connect", lambda dbapi_conn, _record: clock.sync_dbapi(dbapi_conn, backend))
     _ping_when_idle(engine)
