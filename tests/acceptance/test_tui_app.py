@@ -27,7 +27,7 @@ from djctl.tui.sources import DatabaseSource
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel
 from djctl.worker.worker import Worker
 from tests.jobs import Fail, StuckInSyscall, Touch
-from tests.support.app import App
+from tests.support.app import App, kill_processes_in
 from tests.support.commands import djctl_cmd
 from tests.support.rows import count
 from tests.support.waiting import wait_for
@@ -285,7 +285,10 @@ def supervisor(db, djctl_env, tmp_path):
     try:
         yield control.Client(config.current().state_dir)
     finally:
-        subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)
+        try:
+            subprocess.run(djctl_cmd("down"), env=djctl_env, cwd=tmp_path, capture_output=True, timeout=60)
+        finally:
+            kill_processes_in(tmp_path)
 
 
 def _running(client: control.Client, n: int) -> bool:

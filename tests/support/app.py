@@ -146,6 +146,19 @@ class App:
         wait_for(lambda: not self.ours(), 10, message="leftover processes killed")
 
 
+def kill_processes_in(directory: Path) -> None:
+    """SIGKILL every process running in ``directory`` (a test's own supervisor and
+    workers, should a graceful stop not have ended them), so none outlives its test and
+    takes the next test's jobs."""
+    home = directory.resolve()
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and Path(p.cwd()) == home:
+                p.send_signal(signal.SIGKILL)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+
+
 def heavy(db_kind: str) -> None:
     """Heavy acceptance tests run on SQLite and PostgreSQL (the issue's databases)."""
     if db_kind == "mysql":
