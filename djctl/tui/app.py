@@ -31,8 +31,9 @@ from djctl.tui.logscreen import LogScreen
 from djctl.tui.logtail import EventFollower, LogFollower, Throughput
 from djctl.tui.logview import LogPanel
 from djctl.tui.messages import Done, Loaded, TracebackLoaded
+from djctl.tui.model import Clock, JobFilter, Snapshot, Source
 from djctl.tui.search import FilterScreen, JobScreen
-from djctl.tui.sources import ActionError, Clock, DatabaseSource, JobFilter, Snapshot, Source, utcnow
+from djctl.tui.sources import ActionError, DatabaseSource, utcnow
 from djctl.tui.table import RowTable
 from djctl.tui.tracebacks import own_frames_first
 from djctl.tui.widgets import FailedPanel, Frame, Panel, ProcessPanel, QueuePanel

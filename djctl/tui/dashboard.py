@@ -22,7 +22,7 @@ from textual.widgets import Static
 from djctl.tui.keys import ACTIONS, KeyBar, allowed
 from djctl.tui.layout import share
 from djctl.tui.logview import LogPanel
-from djctl.tui.sources import JobFilter, Snapshot
+from djctl.tui.model import JobFilter, Snapshot
 from djctl.tui.widgets import FailedPanel, ProcessPanel, QueuePanel, ThroughputPanel
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from djctl.queue import lookup
-from djctl.tui.sources import JobFilter, Snapshot
+from djctl.tui.model import JobFilter, Snapshot
 
 
 class Loaded(Message):

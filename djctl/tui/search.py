@@ -20,7 +20,7 @@ from textual.widgets import Input, Label, Static
 from djctl import config
 from djctl.queue import lookup, stats
 from djctl.tui.messages import JobRead, JobsFound
-from djctl.tui.sources import JobFilter, Source
+from djctl.tui.model import JobFilter, Source
 from djctl.tui.table import Column, RowTable
 
 SEARCH_LIMIT = 50

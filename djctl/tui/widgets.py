@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Sparkline, Static
 
 from djctl.queue import stats
 from djctl.queue.stats import FailedJob
-from djctl.tui.sources import ProcessRow, QueueRow, Snapshot
+from djctl.tui.model import ProcessRow, QueueRow, Snapshot
 from djctl.tui.table import Column, RowTable
 from djctl.tui.tracebacks import own_frames_first
 

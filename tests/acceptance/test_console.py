@@ -14,7 +14,8 @@ import pytest
 
 import djctl
 from djctl import config
-from djctl.tui.sources import DatabaseSource, JobFilter, ProcessRow
+from djctl.tui.model import JobFilter, ProcessRow
+from djctl.tui.sources import DatabaseSource
 from tests.acceptance.console_jobs import Spin
 from tests.jobs import Fail
 from tests.support.commands import djctl_cmd

@@ -17,7 +17,8 @@ from djctl import config
 from djctl.queue.claims import LEFT
 from djctl.queue.schema import delayed_jobs
 from djctl.tui.dashboard import status_line
-from djctl.tui.sources import DatabaseSource, JobFilter
+from djctl.tui.model import JobFilter
+from djctl.tui.sources import DatabaseSource
 from tests import jobs
 from tests.support.commands import djctl_cmd
 from tests.support.rows import row, utcnow

@@ -10,7 +10,8 @@ import pytest
 
 import djctl
 from djctl import config
-from djctl.tui.sources import DatabaseSource, JobFilter
+from djctl.tui.model import JobFilter
+from djctl.tui.sources import DatabaseSource
 from tests.jobs import Progressing
 from tests.support.app import heavy, running_app
 from tests.support.rows import count

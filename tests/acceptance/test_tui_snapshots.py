@@ -24,7 +24,7 @@ from djctl.queue import lookup
 from djctl.queue.stats import FailedJob
 from djctl.tui.app import DjctlTop
 from djctl.tui.logview import LogPanel
-from djctl.tui.sources import JobFilter, ProcessRow, QueueRow, Snapshot, Supervision
+from djctl.tui.model import JobFilter, ProcessRow, QueueRow, Snapshot, Supervision
 from djctl.tui.widgets import FailedPanel
 
 NOW = datetime(2026, 11, 22, 10, 4, 5, tzinfo=timezone.utc)

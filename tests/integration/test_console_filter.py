@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import djctl
 from djctl import config
-from djctl.tui.sources import DatabaseSource, JobFilter
+from djctl.tui.model import JobFilter
+from djctl.tui.sources import DatabaseSource
 from djctl.worker.worker import Worker
 from tests.jobs import Fail, Touch, add_line
 

@@ -12,7 +12,8 @@ import djctl
 from djctl import api, config
 from djctl.queue import stats
 from djctl.queue.schema import delayed_jobs
-from djctl.tui.sources import ActionError, DatabaseSource, JobFilter
+from djctl.tui.model import JobFilter
+from djctl.tui.sources import ActionError, DatabaseSource
 from djctl.worker import identity
 from djctl.worker.worker import Worker
 from tests.jobs import Fail, Touch

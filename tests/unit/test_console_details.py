@@ -15,7 +15,7 @@ from pathlib import Path
 from djctl.queue.stats import FailedJob
 from djctl.tui.app import DjctlTop
 from djctl.tui.dialogs import ConfirmScreen
-from djctl.tui.sources import JobFilter, ProcessRow, Snapshot, Supervision
+from djctl.tui.model import JobFilter, ProcessRow, Snapshot, Supervision
 from djctl.tui.table import RowTable
 from djctl.tui.widgets import FailedPanel
 
