@@ -196,16 +196,22 @@ async def test_cli_console_and_admin_accept_and_refuse_the_same_rows(db_url: str
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: out.read_text().count("start") == 2, message="the worker to run the gate job")
-            holding = row(held)
+            # The worker renews its lease (locked_at) as the job runs: all else must hold still.
+            def unrenewed() -> tuple | None:
+                found = row(held)
+                return None if found is None else tuple(
+                    v for c, v in zip(delayed_jobs.c, found, strict=True) if c.name not in ("locked_at", "updated_at"))
+            holding = unrenewed()
             assert _state(held)["locked_by"] is not None
             verdicts["admin"]["running"] = by_admin(held, djctl_env)
             verdicts["cli"]["running"] = by_cli(held, djctl_env)
             verdicts["console"]["running"] = await press_r(pilot, app, held)
-            assert row(held) == holding  # nothing changed under the worker
+            assert unrenewed() == holding  # nothing changed under the worker but its lease
             gate.touch()
             # The worker still holds it: only its holder can record the outcome.
             wait_for(lambda: _state(held)["failed_at"] is not None, message="the worker to fail the gate job")
         finally:
+            gate.touch()  # a failure above must not leave the worker waiting on the gate
             worker.terminate()
             worker.wait(timeout=30)
     assert "gate failure" in _state(held)["last_error"]
