@@ -85,7 +85,7 @@ def check_supervisor_database(s: config.Settings) -> None:
 
     try:
         reply = SupervisorClient(s.state_dir).request("ps")
-    except (NotRunning, ControlError, OSError):
+    except (NotRunning, ControlError, OSError, ValueError):  # none here, or it broke mid-way: no word
         return
     warn_if_other_database(s, reply)
 
