@@ -12,10 +12,12 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.support.app import App, running_app
 from tests.support.databases import KINDS
@@ -253,3 +255,12 @@ def _reset(s: socket.socket) -> None:
         s.close()
     except OSError:
         pass
+
+
+@pytest.fixture
+def proxy(db_url: str) -> Iterator[Proxy]:
+    """A TCP proxy to the test's database server, to cut or freeze the way to it."""
+    server = make_url(db_url)
+    p = Proxy((server.host or "127.0.0.1", server.port or 5432))
+    yield p
+    p.close()

@@ -8,22 +8,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.chaos.conftest import Proxy, kinds, make_app
+from tests.chaos.conftest import kinds, make_app
 from tests.support.monitoring import free_port, http, status
 from tests.support.waiting import wait_for
 
 # Each probe is asked with this client timeout: an answer that took longer fails the test.
 PROBE_TIMEOUT = 1.0
 
-
-@pytest.fixture
-def proxy(db_url):
-    server = make_url(db_url)
-    p = Proxy((server.host or "127.0.0.1", server.port or 5432))
-    yield p
-    p.close()
 
 
 @pytest.fixture

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sqlalchemy.engine import make_url
 
 import djctl
 from tests.chaos import Traced
-from tests.chaos.conftest import CHAOS_APP, Proxy, gone, kinds, make_app, started
+from tests.chaos.conftest import CHAOS_APP, gone, kinds, make_app, started
 from tests.chaos.harden_jobs import Offspring
 from tests.support.commands import djctl_cmd
 from tests.support.rows import count, job_row
@@ -102,13 +101,6 @@ def completions(*workers: Worker) -> int:
     for it, do not count at once."""
     return sum(len(re.findall(r"\) COMPLETED after [0-9.]+$", w.text(), re.M)) for w in workers)
 
-
-@pytest.fixture
-def proxy(db_url) -> Iterator[Proxy]:
-    server = make_url(db_url)
-    p = Proxy((server.host or "127.0.0.1", server.port or 5432))
-    yield p
-    p.close()
 
 
 @pytest.fixture

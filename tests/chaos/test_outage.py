@@ -18,26 +18,18 @@ import re
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 import djctl
 from djctl import api
 from djctl.worker import identity
 from tests.chaos import Record
-from tests.chaos.conftest import Proxy, completed_ids, kinds, make_app, runners, runs
+from tests.chaos.conftest import completed_ids, kinds, make_app, runners, runs
 from tests.support.rows import count, locked
 from tests.support.waiting import wait_for
 
 TOTAL = 2000
 OUTAGE = 10.0
 
-
-@pytest.fixture
-def proxy(db_url):
-    server = make_url(db_url)
-    p = Proxy((server.host or "127.0.0.1", server.port or 5432))
-    yield p
-    p.close()
 
 
 @pytest.fixture
